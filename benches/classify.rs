@@ -1,0 +1,72 @@
+//! Classification throughput per model, backend and batch size.
+//!
+//! Every timed iteration uploads the batch, runs the forward pass and reads the probabilities
+//! back, which waits for the device: the numbers are end-to-end and device-synced.
+//! Run with `cargo bench --bench classify`; `GLASSBOX_BENCH_MODELS=googlenet,alexnet` and
+//! `GLASSBOX_BENCH_BATCHES=1,16` narrow it. The GPU group runs when a wgpu adapter exists
+//! (software adapters only with `GLASSBOX_BENCH_SOFTWARE_GPU=1`: lavapipe is ~20x slower).
+
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use glassbox::device::Backend;
+use glassbox::view::to_input;
+use glassbox::{Classifier, Compute, DeviceRequest, ModelInfo};
+use image::RgbImage;
+
+fn list(var: &str, default: &str) -> Vec<String> {
+    std::env::var(var).unwrap_or_else(|_| default.to_string()).split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+}
+
+fn inputs(info: &ModelInfo, batch: usize) -> Vec<f32> {
+    let pre = info.preprocess();
+    (0..batch)
+        .flat_map(|k| {
+            let img = RgbImage::from_fn(pre.width, pre.height, |x, y| image::Rgb([(x * 3 + k as u32) as u8, (y * 5) as u8, ((x ^ y) + k as u32) as u8]));
+            to_input(&img, pre)
+        })
+        .collect()
+}
+
+fn devices() -> Vec<(String, Compute)> {
+    let mut out = vec![("cpu".to_string(), Compute::cpu())];
+    if let Ok((gpu, _)) = Compute::select(DeviceRequest::Gpu) {
+        let software = matches!(gpu.backend(), Backend::Gpu { software: true, .. });
+        if !software || std::env::var_os("GLASSBOX_BENCH_SOFTWARE_GPU").is_some() {
+            out.push(("gpu".to_string(), gpu));
+        }
+    }
+    out
+}
+
+fn classify(c: &mut Criterion) {
+    let models = list("GLASSBOX_BENCH_MODELS", "efficientnet-lite0,googlenet");
+    let batches: Vec<usize> = list("GLASSBOX_BENCH_BATCHES", "1,16,64,100").iter().filter_map(|b| b.parse().ok()).collect();
+    for (device_name, compute) in devices() {
+        for model in &models {
+            let Ok(info) = ModelInfo::find(model) else { continue };
+            let classifier = match Classifier::load(info, &compute) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("skipping {model} on {device_name}: {e}");
+                    continue;
+                }
+            };
+            let mut group = c.benchmark_group(format!("classify/{device_name}/{model}"));
+            group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10));
+            for &batch in &batches {
+                let x = inputs(&info, batch);
+                // Warm-up outside the timing (autotune, kernel compilation, allocator).
+                let _ = classifier.classify(&x);
+                group.throughput(Throughput::Elements(batch as u64));
+                group.bench_with_input(BenchmarkId::from_parameter(batch), &x, |b, x| {
+                    b.iter(|| classifier.classify(x).expect("classify"));
+                });
+            }
+            group.finish();
+        }
+    }
+}
+
+criterion_group!(benches, classify);
+criterion_main!(benches);

@@ -1,0 +1,584 @@
+//! Build script: turns every model described in `onnx/*.toml` into Rust code with burn-onnx.
+//!
+//! For each descriptor it
+//! 1. picks the real ONNX file when present (checking its SHA-256 when the descriptor gives one),
+//!    and otherwise the committed weight-free skeleton, whose `ConstantOfShape` weights are
+//!    replaced by deterministic synthetic values (the model is then flagged `synthetic`);
+//! 2. rewrites the graph to take any batch (input dim 0 and `[1, K]` reshapes);
+//! 3. checks that the input is `[N, 3, H, W]` with the descriptor's size and the output `[N, classes]`,
+//!    failing with a message that names the file instead of panicking inside code generation;
+//! 4. estimates the largest per-sample buffer of the forward pass (activations and conv im2col),
+//!    which the runtime uses to size chunks from the device's limits;
+//! 5. runs burn-onnx (weights as a burnpack beside the code, loaded by glassbox's own fallible
+//!    loader) and writes `models.rs`, the registry the library includes.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::{env, fs};
+
+use burn_onnx::{LoadStrategy, ModelGen};
+use onnx_ir::{Message, ModelProto, NodeType, OnnxGraphBuilder, TensorProto};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// A model descriptor, `onnx/<id>.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Descriptor {
+    /// Human-readable name.
+    name: String,
+    /// Whether this is the model used when none is named (exactly one must be).
+    #[serde(default)]
+    default: bool,
+    /// The real ONNX file, relative to `onnx/`.
+    file: String,
+    /// Expected SHA-256 of `file` (hex), for files fetched from elsewhere.
+    sha256: Option<String>,
+    /// Weight-free skeleton used when `file` is absent.
+    skeleton: Option<String>,
+    /// Compile the weights into the binary (otherwise they are read from disk at load time).
+    #[serde(default)]
+    embed: bool,
+    /// A test fixture (tests/models), hidden from `glassbox models` unless asked for.
+    #[serde(default)]
+    fixture: bool,
+    /// Class names, one per line, relative to `onnx/`.
+    labels: String,
+    /// `logits` or `probabilities`.
+    output: String,
+    /// Where the graph and weights come from.
+    source: String,
+    /// Licence of the weights.
+    licence: String,
+    preprocess: Preprocess,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Preprocess {
+    /// Model input `[width, height]`.
+    size: [u32; 2],
+    /// `stretch`, `shorter-side` or `centre-square`.
+    resize: String,
+    /// For `shorter-side`: the shorter side before the centre crop.
+    resize_shorter: Option<u32>,
+    /// `rgb` or `bgr`.
+    channels: String,
+    /// Raw 0..255 values are multiplied by this first.
+    scale: f32,
+    /// Subtracted after scaling, per model channel.
+    mean: [f32; 3],
+    /// Divides after the mean, per model channel.
+    std: [f32; 3],
+}
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let dirs = [manifest.join("onnx"), manifest.join("tests").join("models")];
+    for dir in &dirs {
+        println!("cargo:rerun-if-changed={}", dir.display());
+    }
+    if let Err(message) = run(&dirs) {
+        // One clear line per problem, then stop the build.
+        for line in message.lines() {
+            println!("cargo::error={line}");
+        }
+        std::process::exit(1);
+    }
+}
+
+struct Prepared {
+    id: String,
+    ident: String,
+    desc: Descriptor,
+    synthetic: bool,
+    weights_path: PathBuf,
+    weights_len: u64,
+    classes: usize,
+    max_elems_per_sample: u64,
+    onnx_used: PathBuf,
+    labels_path: PathBuf,
+}
+
+fn run(dirs: &[PathBuf]) -> Result<(), String> {
+    let out_dir = PathBuf::from(env::var("OUT_DIR").map_err(|e| format!("OUT_DIR: {e}"))?);
+    let prepared_dir = out_dir.join("prepared");
+    fs::create_dir_all(&prepared_dir).map_err(|e| format!("{}: {e}", prepared_dir.display()))?;
+
+    let mut descriptors: Vec<(String, PathBuf)> = Vec::new();
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        let entries = fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        descriptors.extend(
+            entries
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .filter_map(|p| Some((p.file_stem()?.to_str()?.to_string(), p))),
+        );
+    }
+    descriptors.sort();
+    if descriptors.is_empty() {
+        return Err("no model descriptors (onnx/*.toml)".to_string());
+    }
+    for pair in descriptors.windows(2) {
+        if pair[0].0 == pair[1].0 {
+            return Err(format!("two descriptors for model '{}': {} and {}", pair[0].0, pair[0].1.display(), pair[1].1.display()));
+        }
+    }
+
+    let mut models = Vec::new();
+    for (id, path) in &descriptors {
+        println!("cargo:rerun-if-changed={}", path.display());
+        let dir = path.parent().ok_or("descriptor without a folder")?;
+        let model = prepare(id, path, dir, &prepared_dir).map_err(|e| format!("model '{id}' ({}): {e}", path.display()))?;
+        models.push(model);
+    }
+
+    if let Some(m) = models.iter().find(|m| m.desc.fixture && m.desc.default) {
+        return Err(format!("model '{}': a test fixture cannot be the default", m.id));
+    }
+    let defaults: Vec<_> = models.iter().filter(|m| m.desc.default).map(|m| m.id.as_str()).collect();
+    if defaults.len() != 1 {
+        return Err(format!("exactly one descriptor must say `default = true`; found {defaults:?}"));
+    }
+
+    for model in &models {
+        ModelGen::new()
+            .input(model.onnx_used.to_str().ok_or("non-UTF-8 path")?)
+            .out_dir("model/")
+            .load_strategy(LoadStrategy::None)
+            .run_from_script();
+        let bpk = out_dir.join("model").join(format!("{}.bpk", model.ident));
+        if !bpk.exists() {
+            return Err(format!("model '{}': burn-onnx wrote no weights file {}", model.id, bpk.display()));
+        }
+    }
+
+    let mut models = models;
+    for model in &mut models {
+        model.weights_path = out_dir.join("model").join(format!("{}.bpk", model.ident));
+        model.weights_len = fs::metadata(&model.weights_path).map_err(|e| e.to_string())?.len();
+    }
+    let registry = registry_source(&models)?;
+    fs::write(out_dir.join("models.rs"), registry).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn prepare(id: &str, desc_path: &Path, onnx_dir: &Path, prepared_dir: &Path) -> Result<Prepared, String> {
+    let text = fs::read_to_string(desc_path).map_err(|e| e.to_string())?;
+    let desc: Descriptor = toml::from_str(&text).map_err(|e| format!("malformed descriptor: {}", e.to_string().replace('\n', " ")))?;
+    check_descriptor(&desc)?;
+
+    let real = onnx_dir.join(&desc.file);
+    println!("cargo:rerun-if-changed={}", real.display());
+    let (source_path, synthetic) = if real.exists() {
+        (real, false)
+    } else if let Some(skeleton) = &desc.skeleton {
+        let skeleton = onnx_dir.join(skeleton);
+        if !skeleton.exists() {
+            return Err(format!("neither the real file {} nor the skeleton {} exists", desc.file, skeleton.display()));
+        }
+        println!(
+            "cargo:warning=glassbox: {} is absent; building '{id}' from {} with SYNTHETIC weights (onnx/fetch.sh or onnx/export_torchvision.py get the real file)",
+            desc.file,
+            skeleton.file_name().and_then(|s| s.to_str()).unwrap_or("?")
+        );
+        (skeleton, true)
+    } else {
+        return Err(format!("{} is missing and the descriptor names no skeleton", real.display()));
+    };
+
+    let bytes = fs::read(&source_path).map_err(|e| format!("{}: {e}", source_path.display()))?;
+    if !synthetic && let Some(expected) = &desc.sha256 {
+        let actual = hex(&Sha256::digest(&bytes));
+        if !actual.eq_ignore_ascii_case(expected) {
+            return Err(format!(
+                "{}: SHA-256 is {actual}, the descriptor expects {expected} (a corrupt or different download?)",
+                source_path.display()
+            ));
+        }
+    }
+    let mut proto = ModelProto::parse_from_bytes(&bytes).map_err(|e| format!("{}: not a valid ONNX protobuf: {e}", source_path.display()))?;
+    if proto.graph.is_none() {
+        return Err(format!("{}: the ONNX file has no graph", source_path.display()));
+    }
+    if synthetic {
+        synthesise_weights(id, &mut proto)?;
+    }
+    let classes = batch_and_check(&mut proto, &desc).map_err(|e| format!("{}: {e}", source_path.display()))?;
+
+    let ident = id.replace('-', "_");
+    let onnx_used = prepared_dir.join(format!("{ident}.onnx"));
+    let out = proto.write_to_bytes().map_err(|e| e.to_string())?;
+    fs::write(&onnx_used, out).map_err(|e| format!("{}: {e}", onnx_used.display()))?;
+
+    let max_elems_per_sample = largest_buffer_per_sample(&onnx_used).map_err(|e| format!("{}: {e}", source_path.display()))?;
+
+    let labels_path = onnx_dir.join(&desc.labels);
+    println!("cargo:rerun-if-changed={}", labels_path.display());
+    let labels = fs::read_to_string(&labels_path).map_err(|e| format!("labels {}: {e}", labels_path.display()))?;
+    let n_labels = labels.lines().filter(|l| !l.trim().is_empty()).count();
+    if n_labels != classes {
+        return Err(format!("{} has {n_labels} labels but the model outputs {classes} classes", labels_path.display()));
+    }
+
+    Ok(Prepared {
+        id: id.to_string(),
+        ident,
+        desc,
+        synthetic,
+        weights_path: PathBuf::new(),
+        weights_len: 0,
+        classes,
+        max_elems_per_sample,
+        onnx_used,
+        labels_path,
+    })
+}
+
+fn check_descriptor(desc: &Descriptor) -> Result<(), String> {
+    match desc.preprocess.resize.as_str() {
+        "stretch" | "centre-square" => {}
+        "shorter-side" => {
+            let shorter = desc.preprocess.resize_shorter.ok_or("resize = \"shorter-side\" needs resize_shorter")?;
+            let [w, h] = desc.preprocess.size;
+            if shorter < w.min(h) {
+                return Err(format!("resize_shorter {shorter} is smaller than the crop {w}x{h}"));
+            }
+        }
+        other => return Err(format!("unknown resize policy '{other}' (stretch, shorter-side, centre-square)")),
+    }
+    if !matches!(desc.preprocess.channels.as_str(), "rgb" | "bgr") {
+        return Err(format!("unknown channel order '{}' (rgb, bgr)", desc.preprocess.channels));
+    }
+    if !matches!(desc.output.as_str(), "logits" | "probabilities") {
+        return Err(format!("unknown output kind '{}' (logits, probabilities)", desc.output));
+    }
+    if desc.preprocess.std.iter().any(|s| *s == 0.0 || !s.is_finite()) || !desc.preprocess.scale.is_finite() {
+        return Err("preprocess std must be finite and non-zero, scale finite".into());
+    }
+    let [w, h] = desc.preprocess.size;
+    if w == 0 || h == 0 || w > 4096 || h > 4096 {
+        return Err(format!("input size {w}x{h} is out of range"));
+    }
+    Ok(())
+}
+
+/// Replaces every `ConstantOfShape` whose shape is an initializer by an initializer of
+/// deterministic synthetic values, scaled by the consuming operator's role so that the network's
+/// activations stay in a sane range (He-uniform weights, small biases, BatchNorm near identity).
+fn synthesise_weights(model_id: &str, proto: &mut ModelProto) -> Result<(), String> {
+    let graph = proto.graph.as_mut().ok_or("no graph")?;
+    let shapes: HashMap<String, Vec<i64>> = graph
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == 7) // INT64
+        .map(|t| (t.name.clone(), int64_values(t)))
+        .collect();
+    // Who consumes each value, and at which input position.
+    let mut consumers: HashMap<String, (String, usize)> = HashMap::new();
+    for node in &graph.node {
+        for (i, input) in node.input.iter().enumerate() {
+            consumers.entry(input.clone()).or_insert((node.op_type.clone(), i));
+        }
+    }
+    let mut removed_shapes = HashSet::new();
+    let mut new_inits = Vec::new();
+    let mut kept = Vec::new();
+    for node in graph.node.drain(..) {
+        let shape = (node.op_type == "ConstantOfShape").then(|| node.input.first().and_then(|s| shapes.get(s))).flatten();
+        match (shape, node.output.first()) {
+            (Some(dims), Some(name)) => {
+                let role = consumers.get(name).cloned().unwrap_or_default();
+                new_inits.push(synthetic_tensor(model_id, name, dims, &role)?);
+                removed_shapes.insert(node.input[0].clone());
+            }
+            _ => kept.push(node),
+        }
+    }
+    graph.node = kept;
+    let still_used: HashSet<String> = graph.node.iter().flat_map(|n| n.input.iter().cloned()).collect();
+    let dropped: HashSet<String> = removed_shapes.into_iter().filter(|n| !still_used.contains(n)).collect();
+    graph.initializer.retain(|t| !dropped.contains(&t.name));
+    graph.input.retain(|i| !dropped.contains(&i.name));
+    graph.initializer.extend(new_inits);
+    Ok(())
+}
+
+fn synthetic_tensor(model_id: &str, name: &str, dims: &[i64], role: &(String, usize)) -> Result<TensorProto, String> {
+    if dims.iter().any(|d| *d < 0) {
+        return Err(format!("weight {name} has a negative dimension {dims:?}"));
+    }
+    let len: usize = dims.iter().map(|d| *d as usize).product();
+    // Leading unit dims are layout (the zoo stores a Gemm weight as [1, 1, out, in]).
+    let core: Vec<usize> = dims.iter().map(|d| *d as usize).skip_while(|d| *d == 1).collect();
+    let fan_in: usize = core.iter().skip(1).product::<usize>().max(1);
+    let (lo, hi) = match (role.0.as_str(), role.1) {
+        ("BatchNormalization", 1) => (0.8, 1.2),  // scale
+        ("BatchNormalization", 4) => (0.8, 1.2),  // variance
+        ("BatchNormalization", _) => (-0.1, 0.1), // bias, mean
+        (_, _) if core.len() >= 2 => {
+            let a = (6.0 / fan_in as f64).sqrt();
+            (-a, a)
+        }
+        _ => (-0.01, 0.01),
+    };
+    let mut rng = SplitMix64(fnv1a(&format!("{model_id}/{name}")));
+    let mut raw = Vec::with_capacity(len * 4);
+    for _ in 0..len {
+        let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+        raw.extend_from_slice(&((lo + (hi - lo) * u) as f32).to_le_bytes());
+    }
+    let mut t = TensorProto::new();
+    t.name = name.to_string();
+    t.dims = dims.to_vec();
+    t.data_type = 1; // FLOAT
+    t.raw_data = raw.into();
+    Ok(t)
+}
+
+struct SplitMix64(u64);
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn int64_values(t: &TensorProto) -> Vec<i64> {
+    if !t.int64_data.is_empty() {
+        t.int64_data.clone()
+    } else {
+        t.raw_data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()
+    }
+}
+
+fn set_int64_values(t: &mut TensorProto, values: &[i64]) {
+    if !t.int64_data.is_empty() {
+        t.int64_data = values.to_vec();
+    } else {
+        t.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into();
+    }
+}
+
+/// Makes dim 0 of the input and output symbolic, turns `[1, K]` reshapes of activations into
+/// `[-1, K]`, drops initializers listed as graph inputs (old IR), and checks the I/O shapes.
+/// Returns the number of classes.
+fn batch_and_check(proto: &mut ModelProto, desc: &Descriptor) -> Result<usize, String> {
+    let graph = proto.graph.as_mut().ok_or("no graph")?;
+    let init_names: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+    graph.input.retain(|i| !init_names.contains(&i.name));
+    let const_outputs: HashSet<String> = graph
+        .node
+        .iter()
+        .filter(|n| matches!(n.op_type.as_str(), "Constant" | "ConstantOfShape"))
+        .flat_map(|n| n.output.iter().cloned())
+        .collect();
+    if graph.input.len() != 1 {
+        let names: Vec<_> = graph.input.iter().map(|i| i.name.as_str()).collect();
+        return Err(format!("expected one image input, found {} ({names:?})", names.len()));
+    }
+    if graph.output.len() != 1 {
+        return Err(format!("expected one output, found {}", graph.output.len()));
+    }
+
+    // Reshapes whose target is [1, K] on an activation become [-1, K].
+    let reshape_shapes: Vec<String> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Reshape" && n.input.len() == 2)
+        .filter(|n| !init_names.contains(&n.input[0]) && !const_outputs.contains(&n.input[0]))
+        .map(|n| n.input[1].clone())
+        .collect();
+    for t in graph.initializer.iter_mut().filter(|t| reshape_shapes.contains(&t.name)) {
+        let v = int64_values(t);
+        if v.len() == 2 && v[0] == 1 {
+            set_int64_values(t, &[-1, v[1]]);
+        }
+    }
+
+    let dims = |vi: &onnx_ir::ValueInfoProto| -> Vec<Option<i64>> {
+        vi.type_
+            .tensor_type()
+            .shape
+            .dim
+            .iter()
+            .map(|d| if d.has_dim_value() { Some(d.dim_value()) } else { None })
+            .collect()
+    };
+    let input = &mut graph.input[0];
+    let in_dims = dims(input);
+    let [w, h] = desc.preprocess.size;
+    if in_dims.len() != 4 || in_dims[1] != Some(3) {
+        return Err(format!("input '{}' must be [N, 3, H, W], found {}", input.name, show_dims(&in_dims)));
+    }
+    if in_dims[2].is_some_and(|d| d != h as i64) || in_dims[3].is_some_and(|d| d != w as i64) {
+        return Err(format!("input '{}' is {} but the descriptor says {w}x{h}", input.name, show_dims(&in_dims)));
+    }
+    let tensor = input.type_.mut_or_insert_default().mut_tensor_type();
+    let shape = tensor.shape.mut_or_insert_default();
+    shape.dim[0].set_dim_param("N".into());
+    for (i, size) in [(2, h), (3, w)] {
+        shape.dim[i].set_dim_value(size as i64);
+    }
+
+    let output = &mut graph.output[0];
+    let out_dims = dims(output);
+    if out_dims.len() != 2 {
+        return Err(format!("output '{}' must be [N, classes], found {}", output.name, show_dims(&out_dims)));
+    }
+    let classes = out_dims[1].ok_or_else(|| format!("output '{}' has no static class count", output.name))?;
+    if classes < 2 {
+        return Err(format!("output '{}' has {classes} classes", output.name));
+    }
+    let tensor = output.type_.mut_or_insert_default().mut_tensor_type();
+    tensor.shape.mut_or_insert_default().dim[0].set_dim_param("N".into());
+    graph.value_info.clear();
+    Ok(classes as usize)
+}
+
+fn show_dims(dims: &[Option<i64>]) -> String {
+    let parts: Vec<String> = dims.iter().map(|d| d.map_or("?".to_string(), |v| v.to_string())).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// The largest buffer one sample needs anywhere in the forward pass, in f32 elements: every
+/// activation, and for convolutions the im2col matrix a GPU kernel may build.
+fn largest_buffer_per_sample(path: &Path) -> Result<u64, String> {
+    let graph = OnnxGraphBuilder::new().parse_file(path).map_err(|e| format!("burn-onnx cannot read the graph: {e}"))?;
+    let static_dims = |arg: &onnx_ir::Argument| -> Option<Vec<Option<usize>>> {
+        match &arg.ty {
+            onnx_ir::ArgType::Tensor(t) => t.static_shape.clone(),
+            _ => None,
+        }
+    };
+    let per_sample = |dims: &[Option<usize>]| -> u64 { dims.iter().skip(1).map(|d| d.unwrap_or(1) as u64).product() };
+    let mut largest = 3 * 224 * 224;
+    for node in &graph.nodes {
+        for out in node.outputs() {
+            if let Some(d) = static_dims(out) {
+                largest = largest.max(per_sample(d.as_slice()));
+            }
+        }
+        if node.node_type() == NodeType::Conv2d {
+            let weight = node.inputs().get(1).and_then(static_dims);
+            let out = node.outputs().first().and_then(static_dims);
+            if let (Some(w), Some(o)) = (weight, out)
+                && w.len() == 4
+                && o.len() == 4
+            {
+                let cols: u64 = w[1..].iter().map(|d| d.unwrap_or(1) as u64).product();
+                let pixels = o[2].unwrap_or(1) as u64 * o[3].unwrap_or(1) as u64;
+                largest = largest.max(cols * pixels);
+            }
+        }
+    }
+    Ok(largest)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// `models.rs`: one module per generated model, its descriptor as a `ModelSpec`, and the `Net`
+/// enum that dispatches `forward`.
+fn registry_source(models: &[Prepared]) -> Result<String, String> {
+    let mut s = String::from("// Generated by build.rs from onnx/*.toml. Do not edit.\n\n");
+    for m in models {
+        let rs = PathBuf::from(env::var("OUT_DIR").map_err(|e| e.to_string())?).join("model").join(format!("{}.rs", m.ident));
+        writeln!(
+            s,
+            "#[allow(clippy::all, clippy::pedantic, unused, missing_docs)]\npub(crate) mod {ident} {{ include!({rs:?}); }}",
+            ident = m.ident
+        )
+        .ok();
+        if m.desc.embed {
+            writeln!(
+                s,
+                "static WEIGHTS_{up}: &Aligned<{len}> = &Aligned(*include_bytes!({path:?}));",
+                up = m.ident.to_uppercase(),
+                len = m.weights_len,
+                path = m.weights_path
+            )
+            .ok();
+        }
+    }
+    s.push_str("\n/// Every model built into this binary, in name order.\npub(crate) static SPECS: &[ModelSpec] = &[\n");
+    for m in models {
+        let p = &m.desc.preprocess;
+        let resize = match p.resize.as_str() {
+            "stretch" => "Resize::Stretch".to_string(),
+            "centre-square" => "Resize::CentreSquare".to_string(),
+            _ => format!("Resize::ShorterSide({})", p.resize_shorter.unwrap_or(0)),
+        };
+        let channels = if p.channels == "bgr" { "ChannelOrder::Bgr" } else { "ChannelOrder::Rgb" };
+        let output = if m.desc.output == "logits" { "OutputKind::Logits" } else { "OutputKind::Probabilities" };
+        let weights = if m.desc.embed {
+            format!("WeightSource::Embedded(&WEIGHTS_{}.0)", m.ident.to_uppercase())
+        } else {
+            format!("WeightSource::File {{ file_name: {:?}, built_at: {:?} }}", format!("{}.bpk", m.ident), m.weights_path)
+        };
+        writeln!(
+            s,
+            "    ModelSpec {{ id: {id:?}, name: {name:?}, is_default: {def}, fixture: {fixture}, synthetic: {syn}, file: {file:?}, source: {src:?}, licence: {lic:?},\n      \
+             classes: {classes}, output: {output}, labels: include_str!({labels:?}),\n      \
+             preprocess: Preprocess {{ width: {w}, height: {h}, resize: {resize}, channels: {channels}, scale: {scale:?}, mean: {mean:?}, std: {std:?} }},\n      \
+             max_elems_per_sample: {elems}, weights: {weights} }},",
+            id = m.id,
+            name = m.desc.name,
+            def = m.desc.default,
+            fixture = m.desc.fixture,
+            syn = m.synthetic,
+            file = m.desc.file,
+            src = m.desc.source,
+            lic = m.desc.licence,
+            classes = m.classes,
+            labels = m.labels_path,
+            w = p.size[0],
+            h = p.size[1],
+            scale = p.scale,
+            mean = p.mean,
+            std = p.std,
+            elems = m.max_elems_per_sample,
+        )
+        .ok();
+    }
+    s.push_str("];\n\n/// A loaded network of any built-in architecture.\n#[derive(Debug)]\npub(crate) enum Net {\n");
+    for m in models {
+        writeln!(s, "    {v}({ident}::Model),", v = variant(&m.ident), ident = m.ident).ok();
+    }
+    s.push_str("}\n\nimpl Net {\n    /// The uninitialised network of spec `index` in `SPECS` (weights are loaded after).\n    pub(crate) fn new(index: usize, device: &burn::tensor::Device) -> Option<Self> {\n        match index {\n");
+    for (i, m) in models.iter().enumerate() {
+        writeln!(s, "            {i} => Some(Net::{v}({ident}::Model::new(device))),", v = variant(&m.ident), ident = m.ident).ok();
+    }
+    s.push_str("            _ => None,\n        }\n    }\n\n    /// `[N, 3, H, W]` in, `[N, classes]` out (logits or probabilities, as the spec says).\n    pub(crate) fn forward(&self, input: burn::tensor::Tensor<4>) -> burn::tensor::Tensor<2> {\n        match self {\n");
+    for m in models {
+        writeln!(s, "            Net::{v}(m) => m.forward(input),", v = variant(&m.ident)).ok();
+    }
+    s.push_str("        }\n    }\n\n    /// Loads burnpack weights into the network, failing on any missing or mismatched tensor.\n    pub(crate) fn load(&mut self, store: &mut burn::store::BurnpackStore) -> Result<(), String> {\n        use burn::store::ModuleSnapshot;\n        let result = match self {\n");
+    for m in models {
+        writeln!(s, "            Net::{v}(m) => m.load_from(store),", v = variant(&m.ident)).ok();
+    }
+    s.push_str("        };\n        result.map(|_| ()).map_err(|e| e.to_string())\n    }\n}\n");
+    Ok(s)
+}
+
+fn variant(ident: &str) -> String {
+    ident
+        .split('_')
+        .map(|part| {
+            let mut c = part.chars();
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        })
+        .collect()
+}

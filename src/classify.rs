@@ -1,0 +1,134 @@
+//! Batched classification: any number of inputs, run in chunks that fit the device.
+
+use std::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::model::{Classifier, OutputKind};
+use crate::{Error, Result};
+
+/// Class probabilities of a batch, row-major `[rows, classes]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probabilities {
+    values: Vec<f32>,
+    classes: usize,
+}
+
+/// One class and its probability.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    /// Class index.
+    pub class: usize,
+    /// Its probability.
+    pub probability: f32,
+}
+
+impl Probabilities {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.values.len() / self.classes.max(1)
+    }
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.values[i * self.classes..(i + 1) * self.classes]
+    }
+    /// All values, row-major.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.values
+    }
+    /// The `k` most probable classes of row `i`, most probable first; ties by class index.
+    pub fn top(&self, i: usize, k: usize) -> Vec<Prediction> {
+        let mut order: Vec<usize> = (0..self.classes).collect();
+        let row = self.row(i);
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        order.into_iter().take(k).map(|class| Prediction { class, probability: row[class] }).collect()
+    }
+    /// The most probable class of row `i` (lowest index on ties).
+    pub fn argmax(&self, i: usize) -> usize {
+        self.top(i, 1).first().map_or(0, |p| p.class)
+    }
+}
+
+impl Classifier {
+    /// Classifies host inputs laid out `[n, 3, H, W]` in model space (see [`crate::view::to_input`]).
+    pub fn classify(&self, inputs: &[f32]) -> Result<Probabilities> {
+        let pre = self.info().preprocess();
+        let per = 3 * (pre.width * pre.height) as usize;
+        if per == 0 || inputs.len() % per != 0 {
+            return Err(Error::InvalidArgument(format!("input length {} is not a multiple of 3x{}x{}", inputs.len(), pre.height, pre.width)));
+        }
+        let n = inputs.len() / per;
+        let device = self.compute().device().clone();
+        let (h, w) = (pre.height as usize, pre.width as usize);
+        self.classify_with(n, |range| {
+            let data = TensorData::new(inputs[range.start * per..range.end * per].to_vec(), [range.len(), 3, h, w]);
+            Tensor::<4>::from_data(data, &device)
+        })
+    }
+
+    /// Classifies `n` inputs that `make` builds on the device, chunk by chunk: `make(range)` must
+    /// return the `[range.len(), 3, H, W]` inputs of rows `range`. A chunk that fails (e.g. an
+    /// allocation the device refuses) is retried in halves down to one row before giving up.
+    /// The result does not depend on the chunk size.
+    pub fn classify_with(&self, n: usize, mut make: impl FnMut(Range<usize>) -> Tensor<4>) -> Result<Probabilities> {
+        let classes = self.info().classes();
+        let mut values = Vec::with_capacity(n * classes);
+        let mut chunk = self.chunk_size();
+        let mut start = 0;
+        while start < n {
+            let range = start..(start + chunk).min(n);
+            match self.run_chunk(range.clone(), &mut make) {
+                Ok(rows) => {
+                    values.extend_from_slice(&rows);
+                    start = range.end;
+                }
+                Err(_) if chunk > 1 => {
+                    chunk /= 2;
+                }
+                Err(reason) => return Err(Error::Device { device: self.compute().to_string(), reason }),
+            }
+        }
+        let bad = values.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(Error::NonFinite { model: self.info().id().to_string(), count: bad, total: values.len() });
+        }
+        Ok(Probabilities { values, classes })
+    }
+
+    fn run_chunk(&self, range: Range<usize>, make: &mut impl FnMut(Range<usize>) -> Tensor<4>) -> std::result::Result<Vec<f32>, String> {
+        let len = range.len();
+        let classes = self.info().classes();
+        let output = self.info().output();
+        let run = AssertUnwindSafe(|| {
+            let out = self.forward(make(range));
+            let out = match output {
+                OutputKind::Logits => softmax(out, 1),
+                OutputKind::Probabilities => out,
+            };
+            out.try_into_data().map_err(|e| format!("{e:?}"))
+        });
+        let data = match catch_unwind(run) {
+            Ok(result) => result?,
+            Err(panic) => return Err(panic_message(&panic)),
+        };
+        let rows = data.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+        if rows.len() != len * classes {
+            return Err(format!("the model returned {} values for {len} rows of {classes} classes", rows.len()));
+        }
+        Ok(rows)
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "the backend panicked".into())
+}

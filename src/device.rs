@@ -1,0 +1,185 @@
+//! Choosing where models run: a wgpu adapter (Vulkan, Metal, DX12) or the flex CPU backend.
+//!
+//! The choice is made at run time, once per process for the GPU: burn's wgpu runtime can be
+//! initialised only once, so the probe's answer is kept.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+
+use crate::{Error, Result};
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceRequest {
+    /// A hardware GPU when one exists, otherwise the CPU backend. A software adapter (Mesa's
+    /// lavapipe/llvmpipe) is slower than the CPU backend, so `auto` does not pick it.
+    #[default]
+    Auto,
+    /// Any wgpu adapter, software ones included; an error when there is none.
+    Gpu,
+    /// The flex CPU backend.
+    Cpu,
+}
+
+impl std::str::FromStr for DeviceRequest {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "gpu" => Ok(Self::Gpu),
+            "cpu" => Ok(Self::Cpu),
+            other => Err(Error::InvalidArgument(format!("unknown device '{other}' (auto, gpu, cpu)"))),
+        }
+    }
+}
+
+/// The kind of compute device in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// burn's flex CPU backend.
+    Cpu,
+    /// A wgpu adapter.
+    Gpu {
+        /// The adapter's name as the driver reports it.
+        adapter: String,
+        /// The graphics API (Vulkan, Metal, Dx12, ...).
+        api: String,
+        /// True for CPU-emulated adapters such as lavapipe.
+        software: bool,
+    },
+}
+
+/// A device ready to run models, with the limits that size batches for it.
+#[derive(Debug, Clone)]
+pub struct Compute {
+    device: Device,
+    backend: Backend,
+    max_buffer_bytes: u64,
+}
+
+/// Memory a CPU chunk may use for its largest buffer.
+const CPU_BUFFER_BUDGET: u64 = 512 << 20;
+
+impl Compute {
+    /// The CPU backend.
+    pub fn cpu() -> Self {
+        Self { device: Device::flex(), backend: Backend::Cpu, max_buffer_bytes: CPU_BUFFER_BUDGET }
+    }
+
+    /// Picks a device for `request`. The second value is a one-line notice for the user when
+    /// `auto` fell back to the CPU (why), or `None`.
+    pub fn select(request: DeviceRequest) -> Result<(Self, Option<String>)> {
+        match request {
+            DeviceRequest::Cpu => Ok((Self::cpu(), None)),
+            DeviceRequest::Gpu => gpu().map(|g| (g, None)).map_err(Error::NoGpu),
+            DeviceRequest::Auto => match gpu() {
+                Ok(g) if !g.is_software() => Ok((g, None)),
+                Ok(g) => Ok((
+                    Self::cpu(),
+                    Some(format!(
+                        "only a software GPU adapter ({}) was found; using the CPU backend, which is faster (--device gpu forces the adapter)",
+                        g.adapter_name()
+                    )),
+                )),
+                Err(why) => Ok((Self::cpu(), Some(format!("no GPU adapter ({why}); using the CPU backend")))),
+            },
+        }
+    }
+
+    /// The burn device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// CPU or which GPU.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Whether this is a wgpu adapter.
+    pub fn is_gpu(&self) -> bool {
+        matches!(self.backend, Backend::Gpu { .. })
+    }
+
+    fn is_software(&self) -> bool {
+        matches!(self.backend, Backend::Gpu { software: true, .. })
+    }
+
+    fn adapter_name(&self) -> &str {
+        match &self.backend {
+            Backend::Gpu { adapter, .. } => adapter,
+            Backend::Cpu => "cpu",
+        }
+    }
+
+    /// The largest single buffer this device accepts (the adapter's storage-binding limit on a
+    /// GPU, a fixed budget on the CPU).
+    pub fn max_buffer_bytes(&self) -> u64 {
+        self.max_buffer_bytes
+    }
+
+    /// The same device with a different buffer limit (for embedders that know their budget
+    /// better, and for tests of chunk sizing).
+    pub fn with_buffer_limit(mut self, bytes: u64) -> Self {
+        self.max_buffer_bytes = bytes.max(1);
+        self
+    }
+
+    /// How many samples of a model whose largest per-sample buffer has `elems_per_sample` f32
+    /// values fit in one chunk on this device.
+    pub fn chunk_for(&self, elems_per_sample: u64) -> usize {
+        let per_sample = elems_per_sample.max(1) * 4;
+        // Leave a quarter of the limit for the allocator's own rounding and padding.
+        let fit = (self.max_buffer_bytes / 4 * 3 / per_sample).max(1);
+        let cap = if self.is_gpu() { 256 } else { 64 };
+        fit.min(cap) as usize
+    }
+
+    /// Waits for queued work (for timing).
+    pub fn sync(&self) -> Result<()> {
+        self.device.sync().map_err(|e| Error::Device { device: self.to_string(), reason: format!("{e:?}") })
+    }
+}
+
+impl fmt::Display for Compute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.backend {
+            Backend::Cpu => write!(f, "cpu (flex)"),
+            Backend::Gpu { adapter, api, software } => {
+                write!(f, "gpu: {adapter} ({api}{})", if *software { ", software" } else { "" })
+            }
+        }
+    }
+}
+
+/// The process-wide wgpu device, initialised on first use.
+fn gpu() -> std::result::Result<Compute, String> {
+    static GPU: OnceLock<std::result::Result<Compute, String>> = OnceLock::new();
+    GPU.get_or_init(|| {
+        // A broken driver may panic inside wgpu rather than return an error; treat both alike.
+        let init = catch_unwind(AssertUnwindSafe(|| Device::wgpu_options().init_with_setup()));
+        match init {
+            Ok(Ok((device, setup))) => {
+                let info = setup.adapter.get_info();
+                let limits = setup.device.limits();
+                let max = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+                let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
+                Ok(Compute {
+                    device,
+                    backend: Backend::Gpu { adapter: info.name, api: format!("{:?}", info.backend), software },
+                    max_buffer_bytes: max,
+                })
+            }
+            Ok(Err(e)) => Err(one_line(&e.to_string())),
+            Err(_) => Err("the wgpu runtime panicked while initialising".to_string()),
+        }
+    })
+    .clone()
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,15 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod classify;
+pub mod device;
+mod error;
+pub mod model;
+pub mod view;
+
+pub use classify::{Prediction, Probabilities};
+pub use device::{Compute, DeviceRequest};
+pub use error::{Error, Result};
+pub use model::{Classifier, ModelInfo};
+pub use view::View;

@@ -1,0 +1,279 @@
+//! Built-in models: burn code generated at build time from `onnx/*.toml` descriptors, their
+//! preprocessing, and a fallible weight loader.
+
+use std::path::PathBuf;
+
+use burn::store::BurnpackStore;
+use burn::tensor::Tensor;
+
+use crate::device::Compute;
+use crate::{Error, Result};
+
+/// How the photo becomes the model's input view.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Resize {
+    /// Resize to the input size, ignoring the aspect ratio (the Caffe zoo models).
+    Stretch,
+    /// Resize the shorter side to this many pixels, then crop the centre (torchvision).
+    ShorterSide(u32),
+    /// Crop the largest centred square, then resize it to the input size.
+    CentreSquare,
+}
+
+/// Channel order the model expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelOrder {
+    /// Red, green, blue.
+    Rgb,
+    /// Blue, green, red (Caffe).
+    Bgr,
+}
+
+/// What the model's output holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    /// Unnormalised scores; glassbox applies a softmax.
+    Logits,
+    /// Already a probability distribution.
+    Probabilities,
+}
+
+/// A model's preprocessing: `value = (pixel * scale - mean[c]) / std[c]`, in model channel order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Preprocess {
+    /// Input width.
+    pub width: u32,
+    /// Input height.
+    pub height: u32,
+    /// How the photo is fitted to the input.
+    pub resize: Resize,
+    /// Channel order of the input tensor.
+    pub channels: ChannelOrder,
+    /// Multiplies raw 0..255 values first.
+    pub scale: f32,
+    /// Per model channel.
+    pub mean: [f32; 3],
+    /// Per model channel.
+    pub std: [f32; 3],
+}
+
+/// Where a model's weights are.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum WeightSource {
+    /// Compiled into the binary.
+    Embedded(&'static [u8]),
+    /// A burnpack file, searched in `$GLASSBOX_WEIGHTS`, beside the executable, then where the
+    /// build wrote it.
+    File { file_name: &'static str, built_at: &'static str },
+}
+
+/// A built-in model's descriptor as compiled in.
+#[derive(Debug)]
+pub(crate) struct ModelSpec {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub is_default: bool,
+    pub fixture: bool,
+    pub synthetic: bool,
+    pub file: &'static str,
+    pub source: &'static str,
+    pub licence: &'static str,
+    pub classes: usize,
+    pub output: OutputKind,
+    pub labels: &'static str,
+    pub preprocess: Preprocess,
+    pub max_elems_per_sample: u64,
+    pub weights: WeightSource,
+}
+
+#[repr(C, align(256))]
+pub(crate) struct Aligned<const N: usize>(pub [u8; N]);
+
+mod generated {
+    use super::*;
+    include!(concat!(env!("OUT_DIR"), "/models.rs"));
+}
+use generated::{Net, SPECS};
+
+/// Public description of a built-in model.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelInfo {
+    spec: &'static ModelSpec,
+}
+
+impl ModelInfo {
+    /// Every built-in model.
+    pub fn all() -> impl Iterator<Item = ModelInfo> {
+        SPECS.iter().map(|spec| ModelInfo { spec })
+    }
+
+    /// The model used when none is named.
+    pub fn default_model() -> ModelInfo {
+        // build.rs guarantees exactly one default.
+        let spec = SPECS.iter().find(|s| s.is_default).unwrap_or(&SPECS[0]);
+        ModelInfo { spec }
+    }
+
+    /// Looks a model up by id.
+    pub fn find(id: &str) -> Result<ModelInfo> {
+        SPECS.iter().find(|s| s.id == id).map(|spec| ModelInfo { spec }).ok_or_else(|| Error::UnknownModel {
+            name: id.to_string(),
+            available: SPECS.iter().map(|s| s.id).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// Short id, e.g. `efficientnet-lite0`.
+    pub fn id(&self) -> &'static str {
+        self.spec.id
+    }
+    /// Human-readable name.
+    pub fn name(&self) -> &'static str {
+        self.spec.name
+    }
+    /// Whether this is the default model.
+    pub fn is_default(&self) -> bool {
+        self.spec.is_default
+    }
+    /// A test fixture (a planted-region model from tests/models), not a real classifier.
+    pub fn fixture(&self) -> bool {
+        self.spec.fixture
+    }
+    /// True when the real weights were absent at build time and the network carries
+    /// deterministic synthetic weights: its predictions mean nothing.
+    pub fn synthetic(&self) -> bool {
+        self.spec.synthetic
+    }
+    /// The real ONNX file name in `onnx/`.
+    pub fn file(&self) -> &'static str {
+        self.spec.file
+    }
+    /// Provenance of graph and weights.
+    pub fn source(&self) -> &'static str {
+        self.spec.source
+    }
+    /// Licence of the weights.
+    pub fn licence(&self) -> &'static str {
+        self.spec.licence
+    }
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.spec.classes
+    }
+    /// Logits or probabilities.
+    pub fn output(&self) -> OutputKind {
+        self.spec.output
+    }
+    /// Preprocessing.
+    pub fn preprocess(&self) -> &'static Preprocess {
+        &self.spec.preprocess
+    }
+    /// Whether the weights are compiled into the binary.
+    pub fn embedded(&self) -> bool {
+        matches!(self.spec.weights, WeightSource::Embedded(_))
+    }
+    /// The largest buffer one sample needs in the forward pass, in f32 values.
+    pub fn max_elems_per_sample(&self) -> u64 {
+        self.spec.max_elems_per_sample
+    }
+    /// Class `index`'s name (the first synonym of the label line), if it exists.
+    pub fn label(&self, index: usize) -> Option<&'static str> {
+        self.labels().nth(index)
+    }
+    /// All class names in index order.
+    pub fn labels(&self) -> impl Iterator<Item = &'static str> {
+        self.spec.labels.lines().filter(|l| !l.trim().is_empty()).map(clean_label)
+    }
+    /// Resolves a class given as an index or as a (case-insensitive) label.
+    pub fn class_index(&self, class: &str) -> Result<usize> {
+        let unknown = || Error::UnknownClass { model: self.id().to_string(), class: class.to_string() };
+        if let Ok(i) = class.parse::<usize>() {
+            return if i < self.classes() { Ok(i) } else { Err(unknown()) };
+        }
+        let wanted = class.trim().to_lowercase();
+        self.labels()
+            .position(|l| l.to_lowercase() == wanted || l.split(',').any(|syn| syn.trim().to_lowercase() == wanted))
+            .ok_or_else(unknown)
+    }
+}
+
+/// Drops a leading WordNet id (`n01440764 tench, Tinca tinca` → `tench, Tinca tinca`).
+fn clean_label(line: &str) -> &str {
+    let line = line.trim();
+    match line.split_once(' ') {
+        Some((first, rest)) if first.len() == 9 && first.starts_with('n') && first[1..].bytes().all(|b| b.is_ascii_digit()) => rest.trim(),
+        _ => line,
+    }
+}
+
+/// A model loaded on a device, ready to classify batches.
+#[derive(Debug)]
+pub struct Classifier {
+    info: ModelInfo,
+    net: Net,
+    compute: Compute,
+    chunk: usize,
+}
+
+impl Classifier {
+    /// Builds the network of `info` on `compute` and loads its weights.
+    pub fn load(info: ModelInfo, compute: &Compute) -> Result<Self> {
+        let index = SPECS.iter().position(|s| std::ptr::eq(s, info.spec)).ok_or_else(|| Error::UnknownModel {
+            name: info.id().to_string(),
+            available: String::new(),
+        })?;
+        let mut net = Net::new(index, compute.device()).ok_or_else(|| Error::ModelLoad {
+            model: info.id().to_string(),
+            reason: "no generated network".into(),
+        })?;
+        let mut store = match info.spec.weights {
+            WeightSource::Embedded(bytes) => BurnpackStore::from_static(bytes),
+            WeightSource::File { file_name, built_at } => BurnpackStore::from_file(find_weights(info.id(), file_name, built_at)?),
+        };
+        net.load(&mut store).map_err(|reason| Error::ModelLoad { model: info.id().to_string(), reason })?;
+        let chunk = compute.chunk_for(info.max_elems_per_sample());
+        Ok(Self { info, net, compute: compute.clone(), chunk })
+    }
+
+    /// The model's description.
+    pub fn info(&self) -> ModelInfo {
+        self.info
+    }
+
+    /// The device it runs on.
+    pub fn compute(&self) -> &Compute {
+        &self.compute
+    }
+
+    /// Samples per forward pass, derived from the device's limits and the model's buffer sizes.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk
+    }
+
+    /// Overrides the chunk size (at least 1). Results do not depend on it.
+    pub fn set_chunk_size(&mut self, chunk: usize) {
+        self.chunk = chunk.max(1);
+    }
+
+    /// The raw forward pass of one chunk: `[n, 3, H, W]` → `[n, classes]` as the model outputs.
+    pub(crate) fn forward(&self, input: Tensor<4>) -> Tensor<2> {
+        self.net.forward(input)
+    }
+}
+
+fn find_weights(model: &str, file_name: &str, built_at: &str) -> Result<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(dir) = std::env::var_os("GLASSBOX_WEIGHTS") {
+        dirs.push(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.to_path_buf())) {
+        dirs.push(dir);
+    }
+    if let Some(dir) = PathBuf::from(built_at).parent() {
+        dirs.push(dir.to_path_buf());
+    }
+    dirs.iter().map(|d| d.join(file_name)).find(|p| p.is_file()).ok_or_else(|| Error::WeightsNotFound {
+        model: model.to_string(),
+        file_name: file_name.to_string(),
+        searched: dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+    })
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Parity fixtures: onnxruntime's outputs for every built-in model on a deterministic input.
+
+Runs onnxruntime on the graphs that build.rs prepared (`OUT_DIR/prepared/<model>.onnx`: batch
+rewritten and, for synthetic models, with the build's synthetic weights), so burn and onnxruntime
+see the same file. The input is a hashed pixel pattern that the Rust test rebuilds exactly, pushed
+through each model's own preprocessing in float32 (as `glassbox::view::to_input` does).
+
+    python3 tests/data/make_parity.py [--prepared target/release/build/glassbox-*/out/prepared]
+
+Writes tests/data/parity.json. Needs numpy and onnxruntime (measurement only, never at run time).
+"""
+import argparse
+import glob
+import json
+import os
+import tomllib
+
+import numpy as np
+import onnxruntime as ort
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SAMPLES = 2
+
+
+def pattern(sample, height, width):
+    """Raw RGB pixels [H, W, 3] in 0..255: a multiplicative hash of (x, y, channel, sample)."""
+    y, x, c = np.meshgrid(np.arange(height), np.arange(width), np.arange(3), indexing="ij")
+    key = (x * 7 + y * 13 + c * 101 + sample * 57).astype(np.uint64)
+    return ((key * np.uint64(2654435761)) % np.uint64(1 << 32) >> np.uint64(24)).astype(np.uint8)
+
+
+def to_input(rgb, pre):
+    """Model input [3, H, W] in float32, exactly as view::to_input computes it."""
+    order = [0, 1, 2] if pre["channels"] == "rgb" else [2, 1, 0]
+    scale = np.float32(pre["scale"])
+    out = np.empty((3,) + rgb.shape[:2], dtype=np.float32)
+    for mc, src in enumerate(order):
+        mean, std = np.float32(pre["mean"][mc]), np.float32(pre["std"][mc])
+        out[mc] = (rgb[:, :, src].astype(np.float32) * scale - mean) / std
+    return out
+
+
+def newest_prepared():
+    dirs = glob.glob(os.path.join(ROOT, "target", "release", "build", "glassbox-*", "out", "prepared"))
+    if not dirs:
+        raise SystemExit("no prepared graphs: run `cargo build --release` first or pass --prepared")
+    return max(dirs, key=os.path.getmtime)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prepared", help="folder of build.rs's prepared ONNX graphs")
+    ap.add_argument("--out", default=os.path.join(HERE, "parity.json"))
+    args = ap.parse_args()
+    prepared = args.prepared or newest_prepared()
+
+    fixtures = {}
+    descriptors = glob.glob(os.path.join(ROOT, "onnx", "*.toml")) + glob.glob(os.path.join(ROOT, "tests", "models", "*.toml"))
+    for desc_path in sorted(descriptors, key=os.path.basename):
+        model_id = os.path.basename(desc_path)[:-5]
+        with open(desc_path, "rb") as f:
+            desc = tomllib.load(f)
+        pre = desc["preprocess"]
+        width, height = pre["size"]
+        graph = os.path.join(prepared, model_id.replace("-", "_") + ".onnx")
+        batch = np.stack([to_input(pattern(k, height, width), pre) for k in range(SAMPLES)])
+        session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        (out,) = session.run(None, {session.get_inputs()[0].name: batch})
+        synthetic = not os.path.exists(os.path.join(os.path.dirname(desc_path), desc["file"]))
+        fixtures[model_id] = {
+            "output": desc["output"],
+            "synthetic": synthetic,
+            "values": [[float(v) for v in row] for row in out.astype(np.float64)],
+        }
+        print(f"{model_id}: {out.shape} top-1 {out.argmax(1).tolist()} synthetic={synthetic}")
+    with open(args.out + ".tmp", "w") as f:
+        json.dump({"samples": SAMPLES, "onnxruntime": ort.__version__, "models": fixtures}, f)
+    os.replace(args.out + ".tmp", args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+//! The `glassbox` binary end to end: classify, models, and bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::common::{data, scratch};
+
+fn glassbox(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_glassbox")).args(args).output().expect("run glassbox")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `classify` on `bad` (and chelsea.png after it): exit 2, one error line naming the file,
+/// no panic, and the good image still classified.
+fn assert_refused(bad: &Path, reason_part: &str) {
+    let out = glassbox(&["classify", "--device", "cpu", bad.to_str().expect("utf-8"), data("chelsea.png").to_str().expect("utf-8")]);
+    let stderr = text(&out.stderr);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("glassbox: error:")).collect();
+    assert_eq!(errors.len(), 1, "exactly one error line expected: {stderr}");
+    let name = bad.file_name().and_then(|n| n.to_str()).expect("name");
+    assert!(errors[0].contains(name), "error does not name the file: {}", errors[0]);
+    assert!(errors[0].to_lowercase().contains(reason_part), "error '{}' lacks '{reason_part}'", errors[0]);
+    assert!(stdout.contains("chelsea.png"), "the good image was not classified: {stdout}");
+}
+
+#[test]
+fn classify_prints_top_k_for_the_default_model() {
+    let out = glassbox(&["classify", "--device", "cpu", "--top", "3", data("coffee.png").to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+    assert!(stdout.lines().nth(1).expect("rank 1").contains("espresso (967)"), "{stdout}");
+}
+
+#[test]
+fn classify_json_is_machine_readable() {
+    let out = glassbox(&["classify", "--device", "cpu", "--json", "--top", "2", data("chelsea.png").to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(doc["model"], "efficientnet-lite0");
+    assert_eq!(doc["synthetic"], false);
+    assert!(doc["device"].as_str().expect("device").starts_with("cpu"));
+    let top = doc["results"][0]["top"].as_array().expect("top");
+    assert_eq!(top.len(), 2);
+    assert!(top[0]["probability"].as_f64().expect("p") >= top[1]["probability"].as_f64().expect("p"));
+}
+
+#[test]
+fn synthetic_models_say_so() {
+    let out = glassbox(&["models", "--json"]);
+    assert!(out.status.success());
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let list = list.as_array().expect("array");
+    assert_eq!(list.len(), 5);
+    let default: Vec<_> = list.iter().filter(|m| m["default"] == true).collect();
+    assert_eq!(default.len(), 1);
+    assert_eq!(default[0]["id"], "efficientnet-lite0");
+    for m in list {
+        let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx").join(m["file"].as_str().expect("file")).exists();
+        assert_eq!(m["synthetic"], !real, "{}", m["id"]);
+    }
+    // A synthetic model warns on every use and says so in JSON.
+    if let Some(m) = list.iter().find(|m| m["synthetic"] == true) {
+        let id = m["id"].as_str().expect("id");
+        let out = glassbox(&["classify", "--device", "cpu", "--json", "--model", id, data("coffee.png").to_str().expect("utf-8")]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("SYNTHETIC"), "{}", text(&out.stderr));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(doc["synthetic"], true);
+    }
+}
+
+#[test]
+fn unknown_model_is_a_one_line_error() {
+    let out = glassbox(&["classify", "--model", "resnet9000", data("coffee.png").to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("unknown model 'resnet9000'") && stderr.contains("efficientnet-lite0"), "{stderr}");
+}
+
+#[test]
+fn missing_file_is_refused() {
+    let dir = scratch("missing_file");
+    assert_refused(&dir.join("nope.png"), "no such file");
+}
+
+#[test]
+fn directory_is_refused() {
+    let dir = scratch("directory");
+    let sub = dir.join("photos.jpg");
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    assert_refused(&sub, "directory");
+}
+
+#[test]
+fn empty_file_is_refused() {
+    let dir = scratch("empty_file");
+    let path = dir.join("empty.png");
+    std::fs::write(&path, b"").expect("write");
+    assert_refused(&path, "empty");
+}
+
+#[test]
+fn text_named_jpg_is_refused() {
+    let dir = scratch("text_jpg");
+    let path = dir.join("notes.jpg");
+    std::fs::write(&path, "these are not pixels\n").expect("write");
+    assert_refused(&path, "not an image");
+}
+
+#[test]
+fn truncated_png_is_refused() {
+    let dir = scratch("truncated_png");
+    let bytes = std::fs::read(data("chelsea.png")).expect("read");
+    let path = dir.join("cut.png");
+    std::fs::write(&path, &bytes[..bytes.len() / 3]).expect("write");
+    assert_refused(&path, "decoded");
+}
+
+#[test]
+fn truncated_jpeg_is_refused() {
+    let dir = scratch("truncated_jpeg");
+    let photo = image::open(data("coffee.png")).expect("open").to_rgb8();
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new(&mut jpeg).encode_image(&photo).expect("encode");
+    let path = dir.join("cut.jpg");
+    std::fs::write(&path, &jpeg[..jpeg.len() / 4]).expect("write");
+    assert_refused(&path, "decoded");
+}
+
+#[test]
+fn zero_by_zero_png_is_refused() {
+    let dir = scratch("zero_png");
+    let path = dir.join("zero.png");
+    std::fs::write(&path, png_header_only(0, 0)).expect("write");
+    assert_refused(&path, "0x0");
+}
+
+#[test]
+fn huge_header_is_refused_before_allocating() {
+    let dir = scratch("huge_png");
+    let path = dir.join("huge.png");
+    std::fs::write(&path, png_header_only(100_000, 100_000)).expect("write");
+    assert_refused(&path, "too large");
+}
+
+/// A PNG with a valid signature and IHDR claiming `w`×`h` RGB, then IEND, no pixel data.
+fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        let mut crc_input = kind.to_vec();
+        crc_input.extend_from_slice(body);
+        out.extend_from_slice(&crc_input);
+        out.extend_from_slice(&crc32(&crc_input).to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}

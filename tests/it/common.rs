@@ -1,0 +1,29 @@
+//! Shared helpers: fixture paths and the deterministic parity pattern.
+
+use std::path::PathBuf;
+
+use image::RgbImage;
+
+/// A file under `tests/data/`.
+pub fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("data").join(name)
+}
+
+/// A fresh scratch folder for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// The hashed pixel pattern of `tests/data/make_parity.py` (same formula, same bytes).
+pub fn pattern(sample: u64, width: u32, height: u32) -> RgbImage {
+    RgbImage::from_fn(width, height, |x, y| {
+        let px = |c: u64| {
+            let key = x as u64 * 7 + y as u64 * 13 + c * 101 + sample * 57;
+            ((key.wrapping_mul(2_654_435_761) % (1 << 32)) >> 24) as u8
+        };
+        image::Rgb([px(0), px(1), px(2)])
+    })
+}

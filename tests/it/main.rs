@@ -1,0 +1,8 @@
+//! glassbox's integration tests, one binary with a module per topic.
+
+mod chunking;
+mod cli;
+mod common;
+mod gpu;
+mod known_answers;
+mod parity;
