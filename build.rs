@@ -74,7 +74,8 @@ struct Preprocess {
 }
 
 fn main() {
-    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let dirs = [manifest.join("onnx"), manifest.join("tests").join("models")];
     for dir in &dirs {
         println!("cargo:rerun-if-changed={}", dir.display());
@@ -122,7 +123,12 @@ fn run(dirs: &[PathBuf]) -> Result<(), String> {
     }
     for pair in descriptors.windows(2) {
         if pair[0].0 == pair[1].0 {
-            return Err(format!("two descriptors for model '{}': {} and {}", pair[0].0, pair[0].1.display(), pair[1].1.display()));
+            return Err(format!(
+                "two descriptors for model '{}': {} and {}",
+                pair[0].0,
+                pair[0].1.display(),
+                pair[1].1.display()
+            ));
         }
     }
 
@@ -130,16 +136,26 @@ fn run(dirs: &[PathBuf]) -> Result<(), String> {
     for (id, path) in &descriptors {
         println!("cargo:rerun-if-changed={}", path.display());
         let dir = path.parent().ok_or("descriptor without a folder")?;
-        let model = prepare(id, path, dir, &prepared_dir).map_err(|e| format!("model '{id}' ({}): {e}", path.display()))?;
+        let model = prepare(id, path, dir, &prepared_dir)
+            .map_err(|e| format!("model '{id}' ({}): {e}", path.display()))?;
         models.push(model);
     }
 
     if let Some(m) = models.iter().find(|m| m.desc.fixture && m.desc.default) {
-        return Err(format!("model '{}': a test fixture cannot be the default", m.id));
+        return Err(format!(
+            "model '{}': a test fixture cannot be the default",
+            m.id
+        ));
     }
-    let defaults: Vec<_> = models.iter().filter(|m| m.desc.default).map(|m| m.id.as_str()).collect();
+    let defaults: Vec<_> = models
+        .iter()
+        .filter(|m| m.desc.default)
+        .map(|m| m.id.as_str())
+        .collect();
     if defaults.len() != 1 {
-        return Err(format!("exactly one descriptor must say `default = true`; found {defaults:?}"));
+        return Err(format!(
+            "exactly one descriptor must say `default = true`; found {defaults:?}"
+        ));
     }
 
     for model in &models {
@@ -150,23 +166,35 @@ fn run(dirs: &[PathBuf]) -> Result<(), String> {
             .run_from_script();
         let bpk = out_dir.join("model").join(format!("{}.bpk", model.ident));
         if !bpk.exists() {
-            return Err(format!("model '{}': burn-onnx wrote no weights file {}", model.id, bpk.display()));
+            return Err(format!(
+                "model '{}': burn-onnx wrote no weights file {}",
+                model.id,
+                bpk.display()
+            ));
         }
     }
 
     let mut models = models;
     for model in &mut models {
         model.weights_path = out_dir.join("model").join(format!("{}.bpk", model.ident));
-        model.weights_len = fs::metadata(&model.weights_path).map_err(|e| e.to_string())?.len();
+        model.weights_len = fs::metadata(&model.weights_path)
+            .map_err(|e| e.to_string())?
+            .len();
     }
     let registry = registry_source(&models)?;
     fs::write(out_dir.join("models.rs"), registry).map_err(|e| e.to_string())?;
     Ok(())
 }
 
-fn prepare(id: &str, desc_path: &Path, onnx_dir: &Path, prepared_dir: &Path) -> Result<Prepared, String> {
+fn prepare(
+    id: &str,
+    desc_path: &Path,
+    onnx_dir: &Path,
+    prepared_dir: &Path,
+) -> Result<Prepared, String> {
     let text = fs::read_to_string(desc_path).map_err(|e| e.to_string())?;
-    let desc: Descriptor = toml::from_str(&text).map_err(|e| format!("malformed descriptor: {}", e.to_string().replace('\n', " ")))?;
+    let desc: Descriptor = toml::from_str(&text)
+        .map_err(|e| format!("malformed descriptor: {}", e.to_string().replace('\n', " ")))?;
     check_descriptor(&desc)?;
 
     let real = onnx_dir.join(&desc.file);
@@ -176,7 +204,11 @@ fn prepare(id: &str, desc_path: &Path, onnx_dir: &Path, prepared_dir: &Path) -> 
     } else if let Some(skeleton) = &desc.skeleton {
         let skeleton = onnx_dir.join(skeleton);
         if !skeleton.exists() {
-            return Err(format!("neither the real file {} nor the skeleton {} exists", desc.file, skeleton.display()));
+            return Err(format!(
+                "neither the real file {} nor the skeleton {} exists",
+                desc.file,
+                skeleton.display()
+            ));
         }
         println!(
             "cargo:warning=glassbox: {} is absent; building '{id}' from {} with SYNTHETIC weights (onnx/fetch.sh or onnx/export_torchvision.py get the real file)",
@@ -185,7 +217,10 @@ fn prepare(id: &str, desc_path: &Path, onnx_dir: &Path, prepared_dir: &Path) -> 
         );
         (skeleton, true)
     } else {
-        return Err(format!("{} is missing and the descriptor names no skeleton", real.display()));
+        return Err(format!(
+            "{} is missing and the descriptor names no skeleton",
+            real.display()
+        ));
     };
 
     let bytes = fs::read(&source_path).map_err(|e| format!("{}: {e}", source_path.display()))?;
@@ -198,28 +233,38 @@ fn prepare(id: &str, desc_path: &Path, onnx_dir: &Path, prepared_dir: &Path) -> 
             ));
         }
     }
-    let mut proto = ModelProto::parse_from_bytes(&bytes).map_err(|e| format!("{}: not a valid ONNX protobuf: {e}", source_path.display()))?;
+    let mut proto = ModelProto::parse_from_bytes(&bytes)
+        .map_err(|e| format!("{}: not a valid ONNX protobuf: {e}", source_path.display()))?;
     if proto.graph.is_none() {
-        return Err(format!("{}: the ONNX file has no graph", source_path.display()));
+        return Err(format!(
+            "{}: the ONNX file has no graph",
+            source_path.display()
+        ));
     }
     if synthetic {
         synthesise_weights(id, &mut proto)?;
     }
-    let classes = batch_and_check(&mut proto, &desc).map_err(|e| format!("{}: {e}", source_path.display()))?;
+    let classes = batch_and_check(&mut proto, &desc)
+        .map_err(|e| format!("{}: {e}", source_path.display()))?;
 
     let ident = id.replace('-', "_");
     let onnx_used = prepared_dir.join(format!("{ident}.onnx"));
     let out = proto.write_to_bytes().map_err(|e| e.to_string())?;
     fs::write(&onnx_used, out).map_err(|e| format!("{}: {e}", onnx_used.display()))?;
 
-    let max_elems_per_sample = largest_buffer_per_sample(&onnx_used).map_err(|e| format!("{}: {e}", source_path.display()))?;
+    let max_elems_per_sample = largest_buffer_per_sample(&onnx_used)
+        .map_err(|e| format!("{}: {e}", source_path.display()))?;
 
     let labels_path = onnx_dir.join(&desc.labels);
     println!("cargo:rerun-if-changed={}", labels_path.display());
-    let labels = fs::read_to_string(&labels_path).map_err(|e| format!("labels {}: {e}", labels_path.display()))?;
+    let labels = fs::read_to_string(&labels_path)
+        .map_err(|e| format!("labels {}: {e}", labels_path.display()))?;
     let n_labels = labels.lines().filter(|l| !l.trim().is_empty()).count();
     if n_labels != classes {
-        return Err(format!("{} has {n_labels} labels but the model outputs {classes} classes", labels_path.display()));
+        return Err(format!(
+            "{} has {n_labels} labels but the model outputs {classes} classes",
+            labels_path.display()
+        ));
     }
 
     Ok(Prepared {
@@ -240,21 +285,42 @@ fn check_descriptor(desc: &Descriptor) -> Result<(), String> {
     match desc.preprocess.resize.as_str() {
         "stretch" | "centre-square" => {}
         "shorter-side" => {
-            let shorter = desc.preprocess.resize_shorter.ok_or("resize = \"shorter-side\" needs resize_shorter")?;
+            let shorter = desc
+                .preprocess
+                .resize_shorter
+                .ok_or("resize = \"shorter-side\" needs resize_shorter")?;
             let [w, h] = desc.preprocess.size;
             if shorter < w.min(h) {
-                return Err(format!("resize_shorter {shorter} is smaller than the crop {w}x{h}"));
+                return Err(format!(
+                    "resize_shorter {shorter} is smaller than the crop {w}x{h}"
+                ));
             }
         }
-        other => return Err(format!("unknown resize policy '{other}' (stretch, shorter-side, centre-square)")),
+        other => {
+            return Err(format!(
+                "unknown resize policy '{other}' (stretch, shorter-side, centre-square)"
+            ));
+        }
     }
     if !matches!(desc.preprocess.channels.as_str(), "rgb" | "bgr") {
-        return Err(format!("unknown channel order '{}' (rgb, bgr)", desc.preprocess.channels));
+        return Err(format!(
+            "unknown channel order '{}' (rgb, bgr)",
+            desc.preprocess.channels
+        ));
     }
     if !matches!(desc.output.as_str(), "logits" | "probabilities") {
-        return Err(format!("unknown output kind '{}' (logits, probabilities)", desc.output));
+        return Err(format!(
+            "unknown output kind '{}' (logits, probabilities)",
+            desc.output
+        ));
     }
-    if desc.preprocess.std.iter().any(|s| *s == 0.0 || !s.is_finite()) || !desc.preprocess.scale.is_finite() {
+    if desc
+        .preprocess
+        .std
+        .iter()
+        .any(|s| *s == 0.0 || !s.is_finite())
+        || !desc.preprocess.scale.is_finite()
+    {
         return Err("preprocess std must be finite and non-zero, scale finite".into());
     }
     let [w, h] = desc.preprocess.size;
@@ -279,14 +345,18 @@ fn synthesise_weights(model_id: &str, proto: &mut ModelProto) -> Result<(), Stri
     let mut consumers: HashMap<String, (String, usize)> = HashMap::new();
     for node in &graph.node {
         for (i, input) in node.input.iter().enumerate() {
-            consumers.entry(input.clone()).or_insert((node.op_type.clone(), i));
+            consumers
+                .entry(input.clone())
+                .or_insert((node.op_type.clone(), i));
         }
     }
     let mut removed_shapes = HashSet::new();
     let mut new_inits = Vec::new();
     let mut kept = Vec::new();
     for node in graph.node.drain(..) {
-        let shape = (node.op_type == "ConstantOfShape").then(|| node.input.first().and_then(|s| shapes.get(s))).flatten();
+        let shape = (node.op_type == "ConstantOfShape")
+            .then(|| node.input.first().and_then(|s| shapes.get(s)))
+            .flatten();
         match (shape, node.output.first()) {
             (Some(dims), Some(name)) => {
                 let role = consumers.get(name).cloned().unwrap_or_default();
@@ -297,21 +367,37 @@ fn synthesise_weights(model_id: &str, proto: &mut ModelProto) -> Result<(), Stri
         }
     }
     graph.node = kept;
-    let still_used: HashSet<String> = graph.node.iter().flat_map(|n| n.input.iter().cloned()).collect();
-    let dropped: HashSet<String> = removed_shapes.into_iter().filter(|n| !still_used.contains(n)).collect();
+    let still_used: HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .collect();
+    let dropped: HashSet<String> = removed_shapes
+        .into_iter()
+        .filter(|n| !still_used.contains(n))
+        .collect();
     graph.initializer.retain(|t| !dropped.contains(&t.name));
     graph.input.retain(|i| !dropped.contains(&i.name));
     graph.initializer.extend(new_inits);
     Ok(())
 }
 
-fn synthetic_tensor(model_id: &str, name: &str, dims: &[i64], role: &(String, usize)) -> Result<TensorProto, String> {
+fn synthetic_tensor(
+    model_id: &str,
+    name: &str,
+    dims: &[i64],
+    role: &(String, usize),
+) -> Result<TensorProto, String> {
     if dims.iter().any(|d| *d < 0) {
         return Err(format!("weight {name} has a negative dimension {dims:?}"));
     }
     let len: usize = dims.iter().map(|d| *d as usize).product();
     // Leading unit dims are layout (the zoo stores a Gemm weight as [1, 1, out, in]).
-    let core: Vec<usize> = dims.iter().map(|d| *d as usize).skip_while(|d| *d == 1).collect();
+    let core: Vec<usize> = dims
+        .iter()
+        .map(|d| *d as usize)
+        .skip_while(|d| *d == 1)
+        .collect();
     let fan_in: usize = core.iter().skip(1).product::<usize>().max(1);
     let (lo, hi) = match (role.0.as_str(), role.1) {
         ("BatchNormalization", 1) => (0.8, 1.2),  // scale
@@ -349,14 +435,19 @@ impl SplitMix64 {
 }
 
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn int64_values(t: &TensorProto) -> Vec<i64> {
     if !t.int64_data.is_empty() {
         t.int64_data.clone()
     } else {
-        t.raw_data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()
+        t.raw_data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect()
     }
 }
 
@@ -364,7 +455,11 @@ fn set_int64_values(t: &mut TensorProto, values: &[i64]) {
     if !t.int64_data.is_empty() {
         t.int64_data = values.to_vec();
     } else {
-        t.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into();
+        t.raw_data = values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into();
     }
 }
 
@@ -383,7 +478,10 @@ fn batch_and_check(proto: &mut ModelProto, desc: &Descriptor) -> Result<usize, S
         .collect();
     if graph.input.len() != 1 {
         let names: Vec<_> = graph.input.iter().map(|i| i.name.as_str()).collect();
-        return Err(format!("expected one image input, found {} ({names:?})", names.len()));
+        return Err(format!(
+            "expected one image input, found {} ({names:?})",
+            names.len()
+        ));
     }
     if graph.output.len() != 1 {
         return Err(format!("expected one output, found {}", graph.output.len()));
@@ -397,7 +495,11 @@ fn batch_and_check(proto: &mut ModelProto, desc: &Descriptor) -> Result<usize, S
         .filter(|n| !init_names.contains(&n.input[0]) && !const_outputs.contains(&n.input[0]))
         .map(|n| n.input[1].clone())
         .collect();
-    for t in graph.initializer.iter_mut().filter(|t| reshape_shapes.contains(&t.name)) {
+    for t in graph
+        .initializer
+        .iter_mut()
+        .filter(|t| reshape_shapes.contains(&t.name))
+    {
         let v = int64_values(t);
         if v.len() == 2 && v[0] == 1 {
             set_int64_values(t, &[-1, v[1]]);
@@ -410,17 +512,31 @@ fn batch_and_check(proto: &mut ModelProto, desc: &Descriptor) -> Result<usize, S
             .shape
             .dim
             .iter()
-            .map(|d| if d.has_dim_value() { Some(d.dim_value()) } else { None })
+            .map(|d| {
+                if d.has_dim_value() {
+                    Some(d.dim_value())
+                } else {
+                    None
+                }
+            })
             .collect()
     };
     let input = &mut graph.input[0];
     let in_dims = dims(input);
     let [w, h] = desc.preprocess.size;
     if in_dims.len() != 4 || in_dims[1] != Some(3) {
-        return Err(format!("input '{}' must be [N, 3, H, W], found {}", input.name, show_dims(&in_dims)));
+        return Err(format!(
+            "input '{}' must be [N, 3, H, W], found {}",
+            input.name,
+            show_dims(&in_dims)
+        ));
     }
     if in_dims[2].is_some_and(|d| d != h as i64) || in_dims[3].is_some_and(|d| d != w as i64) {
-        return Err(format!("input '{}' is {} but the descriptor says {w}x{h}", input.name, show_dims(&in_dims)));
+        return Err(format!(
+            "input '{}' is {} but the descriptor says {w}x{h}",
+            input.name,
+            show_dims(&in_dims)
+        ));
     }
     let tensor = input.type_.mut_or_insert_default().mut_tensor_type();
     let shape = tensor.shape.mut_or_insert_default();
@@ -432,9 +548,14 @@ fn batch_and_check(proto: &mut ModelProto, desc: &Descriptor) -> Result<usize, S
     let output = &mut graph.output[0];
     let out_dims = dims(output);
     if out_dims.len() != 2 {
-        return Err(format!("output '{}' must be [N, classes], found {}", output.name, show_dims(&out_dims)));
+        return Err(format!(
+            "output '{}' must be [N, classes], found {}",
+            output.name,
+            show_dims(&out_dims)
+        ));
     }
-    let classes = out_dims[1].ok_or_else(|| format!("output '{}' has no static class count", output.name))?;
+    let classes =
+        out_dims[1].ok_or_else(|| format!("output '{}' has no static class count", output.name))?;
     if classes < 2 {
         return Err(format!("output '{}' has {classes} classes", output.name));
     }
@@ -445,21 +566,28 @@ fn batch_and_check(proto: &mut ModelProto, desc: &Descriptor) -> Result<usize, S
 }
 
 fn show_dims(dims: &[Option<i64>]) -> String {
-    let parts: Vec<String> = dims.iter().map(|d| d.map_or("?".to_string(), |v| v.to_string())).collect();
+    let parts: Vec<String> = dims
+        .iter()
+        .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
+        .collect();
     format!("[{}]", parts.join(", "))
 }
 
 /// The largest buffer one sample needs anywhere in the forward pass, in f32 elements: every
 /// activation, and for convolutions the im2col matrix a GPU kernel may build.
 fn largest_buffer_per_sample(path: &Path) -> Result<u64, String> {
-    let graph = OnnxGraphBuilder::new().parse_file(path).map_err(|e| format!("burn-onnx cannot read the graph: {e}"))?;
+    let graph = OnnxGraphBuilder::new()
+        .parse_file(path)
+        .map_err(|e| format!("burn-onnx cannot read the graph: {e}"))?;
     let static_dims = |arg: &onnx_ir::Argument| -> Option<Vec<Option<usize>>> {
         match &arg.ty {
             onnx_ir::ArgType::Tensor(t) => t.static_shape.clone(),
             _ => None,
         }
     };
-    let per_sample = |dims: &[Option<usize>]| -> u64 { dims.iter().skip(1).map(|d| d.unwrap_or(1) as u64).product() };
+    let per_sample = |dims: &[Option<usize>]| -> u64 {
+        dims.iter().skip(1).map(|d| d.unwrap_or(1) as u64).product()
+    };
     let mut largest = 3 * 224 * 224;
     for node in &graph.nodes {
         for out in node.outputs() {
@@ -495,7 +623,9 @@ fn hex(bytes: &[u8]) -> String {
 fn registry_source(models: &[Prepared]) -> Result<String, String> {
     let mut s = String::from("// Generated by build.rs from onnx/*.toml. Do not edit.\n\n");
     for m in models {
-        let rs = PathBuf::from(env::var("OUT_DIR").map_err(|e| e.to_string())?).join("model").join(format!("{}.rs", m.ident));
+        let rs = PathBuf::from(env::var("OUT_DIR").map_err(|e| e.to_string())?)
+            .join("model")
+            .join(format!("{}.rs", m.ident));
         writeln!(
             s,
             "#[allow(clippy::all, clippy::pedantic, unused, missing_docs)]\npub(crate) mod {ident} {{ include!({rs:?}); }}",
@@ -521,12 +651,27 @@ fn registry_source(models: &[Prepared]) -> Result<String, String> {
             "centre-square" => "Resize::CentreSquare".to_string(),
             _ => format!("Resize::ShorterSide({})", p.resize_shorter.unwrap_or(0)),
         };
-        let channels = if p.channels == "bgr" { "ChannelOrder::Bgr" } else { "ChannelOrder::Rgb" };
-        let output = if m.desc.output == "logits" { "OutputKind::Logits" } else { "OutputKind::Probabilities" };
-        let weights = if m.desc.embed {
-            format!("WeightSource::Embedded(&WEIGHTS_{}.0)", m.ident.to_uppercase())
+        let channels = if p.channels == "bgr" {
+            "ChannelOrder::Bgr"
         } else {
-            format!("WeightSource::File {{ file_name: {:?}, built_at: {:?} }}", format!("{}.bpk", m.ident), m.weights_path)
+            "ChannelOrder::Rgb"
+        };
+        let output = if m.desc.output == "logits" {
+            "OutputKind::Logits"
+        } else {
+            "OutputKind::Probabilities"
+        };
+        let weights = if m.desc.embed {
+            format!(
+                "WeightSource::Embedded(&WEIGHTS_{}.0)",
+                m.ident.to_uppercase()
+            )
+        } else {
+            format!(
+                "WeightSource::File {{ file_name: {:?}, built_at: {:?} }}",
+                format!("{}.bpk", m.ident),
+                m.weights_path
+            )
         };
         writeln!(
             s,
@@ -555,19 +700,41 @@ fn registry_source(models: &[Prepared]) -> Result<String, String> {
     }
     s.push_str("];\n\n/// A loaded network of any built-in architecture.\n#[derive(Debug)]\npub(crate) enum Net {\n");
     for m in models {
-        writeln!(s, "    {v}({ident}::Model),", v = variant(&m.ident), ident = m.ident).ok();
+        writeln!(
+            s,
+            "    {v}({ident}::Model),",
+            v = variant(&m.ident),
+            ident = m.ident
+        )
+        .ok();
     }
     s.push_str("}\n\nimpl Net {\n    /// The uninitialised network of spec `index` in `SPECS` (weights are loaded after).\n    pub(crate) fn new(index: usize, device: &burn::tensor::Device) -> Option<Self> {\n        match index {\n");
     for (i, m) in models.iter().enumerate() {
-        writeln!(s, "            {i} => Some(Net::{v}({ident}::Model::new(device))),", v = variant(&m.ident), ident = m.ident).ok();
+        writeln!(
+            s,
+            "            {i} => Some(Net::{v}({ident}::Model::new(device))),",
+            v = variant(&m.ident),
+            ident = m.ident
+        )
+        .ok();
     }
     s.push_str("            _ => None,\n        }\n    }\n\n    /// `[N, 3, H, W]` in, `[N, classes]` out (logits or probabilities, as the spec says).\n    pub(crate) fn forward(&self, input: burn::tensor::Tensor<4>) -> burn::tensor::Tensor<2> {\n        match self {\n");
     for m in models {
-        writeln!(s, "            Net::{v}(m) => m.forward(input),", v = variant(&m.ident)).ok();
+        writeln!(
+            s,
+            "            Net::{v}(m) => m.forward(input),",
+            v = variant(&m.ident)
+        )
+        .ok();
     }
     s.push_str("        }\n    }\n\n    /// Loads burnpack weights into the network, failing on any missing or mismatched tensor.\n    pub(crate) fn load(&mut self, store: &mut burn::store::BurnpackStore) -> Result<(), String> {\n        use burn::store::ModuleSnapshot;\n        let result = match self {\n");
     for m in models {
-        writeln!(s, "            Net::{v}(m) => m.load_from(store),", v = variant(&m.ident)).ok();
+        writeln!(
+            s,
+            "            Net::{v}(m) => m.load_from(store),",
+            v = variant(&m.ident)
+        )
+        .ok();
     }
     s.push_str("        };\n        result.map(|_| ()).map_err(|e| e.to_string())\n    }\n}\n");
     Ok(s)
@@ -578,7 +745,9 @@ fn variant(ident: &str) -> String {
         .split('_')
         .map(|part| {
             let mut c = part.chars();
-            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
         })
         .collect()
 }

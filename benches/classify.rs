@@ -15,14 +15,25 @@ use glassbox::{Classifier, Compute, DeviceRequest, ModelInfo};
 use image::RgbImage;
 
 fn list(var: &str, default: &str) -> Vec<String> {
-    std::env::var(var).unwrap_or_else(|_| default.to_string()).split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    std::env::var(var)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn inputs(info: &ModelInfo, batch: usize) -> Vec<f32> {
     let pre = info.preprocess();
     (0..batch)
         .flat_map(|k| {
-            let img = RgbImage::from_fn(pre.width, pre.height, |x, y| image::Rgb([(x * 3 + k as u32) as u8, (y * 5) as u8, ((x ^ y) + k as u32) as u8]));
+            let img = RgbImage::from_fn(pre.width, pre.height, |x, y| {
+                image::Rgb([
+                    (x * 3 + k as u32) as u8,
+                    (y * 5) as u8,
+                    ((x ^ y) + k as u32) as u8,
+                ])
+            });
             to_input(&img, pre)
         })
         .collect()
@@ -41,10 +52,15 @@ fn devices() -> Vec<(String, Compute)> {
 
 fn classify(c: &mut Criterion) {
     let models = list("GLASSBOX_BENCH_MODELS", "efficientnet-lite0,googlenet");
-    let batches: Vec<usize> = list("GLASSBOX_BENCH_BATCHES", "1,16,64,100").iter().filter_map(|b| b.parse().ok()).collect();
+    let batches: Vec<usize> = list("GLASSBOX_BENCH_BATCHES", "1,16,64,100")
+        .iter()
+        .filter_map(|b| b.parse().ok())
+        .collect();
     for (device_name, compute) in devices() {
         for model in &models {
-            let Ok(info) = ModelInfo::find(model) else { continue };
+            let Ok(info) = ModelInfo::find(model) else {
+                continue;
+            };
             let classifier = match Classifier::load(info, &compute) {
                 Ok(c) => c,
                 Err(e) => {
@@ -53,7 +69,10 @@ fn classify(c: &mut Criterion) {
                 }
             };
             let mut group = c.benchmark_group(format!("classify/{device_name}/{model}"));
-            group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10));
+            group
+                .sample_size(10)
+                .warm_up_time(Duration::from_secs(1))
+                .measurement_time(Duration::from_secs(10));
             for &batch in &batches {
                 let x = inputs(&info, batch);
                 // Warm-up outside the timing (autotune, kernel compilation, allocator).

@@ -47,7 +47,14 @@ impl Probabilities {
         let mut order: Vec<usize> = (0..self.classes).collect();
         let row = self.row(i);
         order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-        order.into_iter().take(k).map(|class| Prediction { class, probability: row[class] }).collect()
+        order
+            .into_iter()
+            .take(k)
+            .map(|class| Prediction {
+                class,
+                probability: row[class],
+            })
+            .collect()
     }
     /// The most probable class of row `i` (lowest index on ties).
     pub fn argmax(&self, i: usize) -> usize {
@@ -61,13 +68,21 @@ impl Classifier {
         let pre = self.info().preprocess();
         let per = 3 * (pre.width * pre.height) as usize;
         if per == 0 || inputs.len() % per != 0 {
-            return Err(Error::InvalidArgument(format!("input length {} is not a multiple of 3x{}x{}", inputs.len(), pre.height, pre.width)));
+            return Err(Error::InvalidArgument(format!(
+                "input length {} is not a multiple of 3x{}x{}",
+                inputs.len(),
+                pre.height,
+                pre.width
+            )));
         }
         let n = inputs.len() / per;
         let device = self.compute().device().clone();
         let (h, w) = (pre.height as usize, pre.width as usize);
         self.classify_with(n, |range| {
-            let data = TensorData::new(inputs[range.start * per..range.end * per].to_vec(), [range.len(), 3, h, w]);
+            let data = TensorData::new(
+                inputs[range.start * per..range.end * per].to_vec(),
+                [range.len(), 3, h, w],
+            );
             Tensor::<4>::from_data(data, &device)
         })
     }
@@ -76,7 +91,11 @@ impl Classifier {
     /// return the `[range.len(), 3, H, W]` inputs of rows `range`. A chunk that fails (e.g. an
     /// allocation the device refuses) is retried in halves down to one row before giving up.
     /// The result does not depend on the chunk size.
-    pub fn classify_with(&self, n: usize, mut make: impl FnMut(Range<usize>) -> Tensor<4>) -> Result<Probabilities> {
+    pub fn classify_with(
+        &self,
+        n: usize,
+        mut make: impl FnMut(Range<usize>) -> Tensor<4>,
+    ) -> Result<Probabilities> {
         let classes = self.info().classes();
         let mut values = Vec::with_capacity(n * classes);
         let mut chunk = self.chunk_size();
@@ -91,17 +110,30 @@ impl Classifier {
                 Err(_) if chunk > 1 => {
                     chunk /= 2;
                 }
-                Err(reason) => return Err(Error::Device { device: self.compute().to_string(), reason }),
+                Err(reason) => {
+                    return Err(Error::Device {
+                        device: self.compute().to_string(),
+                        reason,
+                    });
+                }
             }
         }
         let bad = values.iter().filter(|v| !v.is_finite()).count();
         if bad > 0 {
-            return Err(Error::NonFinite { model: self.info().id().to_string(), count: bad, total: values.len() });
+            return Err(Error::NonFinite {
+                model: self.info().id().to_string(),
+                count: bad,
+                total: values.len(),
+            });
         }
         Ok(Probabilities { values, classes })
     }
 
-    fn run_chunk(&self, range: Range<usize>, make: &mut impl FnMut(Range<usize>) -> Tensor<4>) -> std::result::Result<Vec<f32>, String> {
+    fn run_chunk(
+        &self,
+        range: Range<usize>,
+        make: &mut impl FnMut(Range<usize>) -> Tensor<4>,
+    ) -> std::result::Result<Vec<f32>, String> {
         let len = range.len();
         let classes = self.info().classes();
         let output = self.info().output();
@@ -119,7 +151,10 @@ impl Classifier {
         };
         let rows = data.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
         if rows.len() != len * classes {
-            return Err(format!("the model returned {} values for {len} rows of {classes} classes", rows.len()));
+            return Err(format!(
+                "the model returned {} values for {len} rows of {classes} classes",
+                rows.len()
+            ));
         }
         Ok(rows)
     }

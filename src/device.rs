@@ -31,7 +31,9 @@ impl std::str::FromStr for DeviceRequest {
             "auto" => Ok(Self::Auto),
             "gpu" => Ok(Self::Gpu),
             "cpu" => Ok(Self::Cpu),
-            other => Err(Error::InvalidArgument(format!("unknown device '{other}' (auto, gpu, cpu)"))),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown device '{other}' (auto, gpu, cpu)"
+            ))),
         }
     }
 }
@@ -66,7 +68,11 @@ const CPU_BUFFER_BUDGET: u64 = 512 << 20;
 impl Compute {
     /// The CPU backend.
     pub fn cpu() -> Self {
-        Self { device: Device::flex(), backend: Backend::Cpu, max_buffer_bytes: CPU_BUFFER_BUDGET }
+        Self {
+            device: Device::flex(),
+            backend: Backend::Cpu,
+            max_buffer_bytes: CPU_BUFFER_BUDGET,
+        }
     }
 
     /// Picks a device for `request`. The second value is a one-line notice for the user when
@@ -84,7 +90,10 @@ impl Compute {
                         g.adapter_name()
                     )),
                 )),
-                Err(why) => Ok((Self::cpu(), Some(format!("no GPU adapter ({why}); using the CPU backend")))),
+                Err(why) => Ok((
+                    Self::cpu(),
+                    Some(format!("no GPU adapter ({why}); using the CPU backend")),
+                )),
             },
         }
     }
@@ -140,7 +149,10 @@ impl Compute {
 
     /// Waits for queued work (for timing).
     pub fn sync(&self) -> Result<()> {
-        self.device.sync().map_err(|e| Error::Device { device: self.to_string(), reason: format!("{e:?}") })
+        self.device.sync().map_err(|e| Error::Device {
+            device: self.to_string(),
+            reason: format!("{e:?}"),
+        })
     }
 }
 
@@ -148,8 +160,16 @@ impl fmt::Display for Compute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.backend {
             Backend::Cpu => write!(f, "cpu (flex)"),
-            Backend::Gpu { adapter, api, software } => {
-                write!(f, "gpu: {adapter} ({api}{})", if *software { ", software" } else { "" })
+            Backend::Gpu {
+                adapter,
+                api,
+                software,
+            } => {
+                write!(
+                    f,
+                    "gpu: {adapter} ({api}{})",
+                    if *software { ", software" } else { "" }
+                )
             }
         }
     }
@@ -160,16 +180,23 @@ fn gpu() -> std::result::Result<Compute, String> {
     static GPU: OnceLock<std::result::Result<Compute, String>> = OnceLock::new();
     GPU.get_or_init(|| {
         // A broken driver may panic inside wgpu rather than return an error; treat both alike.
-        let init = catch_unwind(AssertUnwindSafe(|| Device::wgpu_options().init_with_setup()));
+        let init = catch_unwind(AssertUnwindSafe(|| {
+            Device::wgpu_options().init_with_setup()
+        }));
         match init {
             Ok(Ok((device, setup))) => {
                 let info = setup.adapter.get_info();
                 let limits = setup.device.limits();
-                let max = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+                let max =
+                    (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
                 let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
                 Ok(Compute {
                     device,
-                    backend: Backend::Gpu { adapter: info.name, api: format!("{:?}", info.backend), software },
+                    backend: Backend::Gpu {
+                        adapter: info.name,
+                        api: format!("{:?}", info.backend),
+                        software,
+                    },
                     max_buffer_bytes: max,
                 })
             }

@@ -32,7 +32,9 @@ pub enum Error {
         class: String,
     },
     /// The weights of a model that is not embedded could not be found.
-    #[error("model '{model}': weights file {file_name} not found (looked in {searched}); set GLASSBOX_WEIGHTS to the folder holding it")]
+    #[error(
+        "model '{model}': weights file {file_name} not found (looked in {searched}); set GLASSBOX_WEIGHTS to the folder holding it"
+    )]
     WeightsNotFound {
         /// The model id.
         model: String,
@@ -50,7 +52,9 @@ pub enum Error {
         reason: String,
     },
     /// The model produced NaN or infinite values.
-    #[error("model '{model}' produced non-finite outputs ({count} of {total} values); the explanation would be garbage")]
+    #[error(
+        "model '{model}' produced non-finite outputs ({count} of {total} values); the explanation would be garbage"
+    )]
     NonFinite {
         /// The model id.
         model: String,

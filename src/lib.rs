@@ -5,7 +5,11 @@
 pub mod classify;
 pub mod device;
 mod error;
+pub mod explain;
 pub mod model;
+pub mod perturb;
+pub mod render;
+pub mod segment;
 pub mod view;
 
 pub use classify::{Prediction, Probabilities};

@@ -2,17 +2,26 @@
 //! library, prints. Errors end as one line on stderr and exit code 2.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use glassbox::explain::{Cut, Method, OcclusionOptions};
 use glassbox::model::{ChannelOrder, OutputKind, Resize};
+use glassbox::perturb::Fill;
+use glassbox::render;
 use glassbox::view::{View, load_photo, to_input};
 use glassbox::{Classifier, Compute, DeviceRequest, ModelInfo};
+use image::ImageEncoder;
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "glassbox", version, about = "Explains what an image classifier looked at.")]
+#[command(
+    name = "glassbox",
+    version,
+    about = "Explains what an image classifier looked at."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,6 +46,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Explain each image's prediction with an occlusion method: pictures, curve and JSON.
+    Explain(ExplainArgs),
     /// The built-in models: real or synthetic, preprocessing, provenance.
     Models {
         /// Print JSON instead of text.
@@ -46,6 +57,47 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// Image files.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Model id; the default model when omitted.
+    #[arg(long)]
+    model: Option<String>,
+    /// The occlusion rule.
+    #[arg(long, value_enum, default_value_t = MethodOpt::Arbitrary)]
+    method: MethodOpt,
+    /// Cells along the longer side of the view.
+    #[arg(long, default_value_t = 10)]
+    grid: u32,
+    /// arbitrary: fraction of the ranked cells blacked out.
+    #[arg(long, default_value_t = 0.7)]
+    keep_fraction: f64,
+    /// statistical, double-division, elbow's fallback: black out cells with p > mean - k*std.
+    #[arg(long, default_value_t = 1.0)]
+    k: f64,
+    /// What occluded cells become: black, grey, mean (segment mean colour) or blur[:SIGMA].
+    #[arg(long, default_value = "black")]
+    fill: String,
+    /// Explain this class (index or label) instead of the top prediction.
+    #[arg(long)]
+    class: Option<String>,
+    #[command(flatten)]
+    device: DeviceArg,
+    /// Output folder (created if missing).
+    #[arg(long, default_value = "glassbox-out")]
+    out: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MethodOpt {
+    Arbitrary,
+    Statistical,
+    DoubleDivision,
+    Elbow,
 }
 
 #[derive(clap::Args)]
@@ -75,7 +127,14 @@ impl From<DeviceOpt> for DeviceRequest {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Classify { images, model, top, device, json } => classify(&images, model.as_deref(), top, device.device.into(), json),
+        Command::Classify {
+            images,
+            model,
+            top,
+            device,
+            json,
+        } => classify(&images, model.as_deref(), top, device.device.into(), json),
+        Command::Explain(args) => explain(&args),
         Command::Models { json, all } => models(json, all),
     };
     match result {
@@ -107,9 +166,17 @@ fn select_device(request: DeviceRequest) -> glassbox::Result<Compute> {
     Ok(compute)
 }
 
-fn classify(images: &[PathBuf], model: Option<&str>, top: usize, device: DeviceRequest, json: bool) -> glassbox::Result<ExitCode> {
+fn classify(
+    images: &[PathBuf],
+    model: Option<&str>,
+    top: usize,
+    device: DeviceRequest,
+    json: bool,
+) -> glassbox::Result<ExitCode> {
     if top == 0 {
-        return Err(glassbox::Error::InvalidArgument("--top must be at least 1".into()));
+        return Err(glassbox::Error::InvalidArgument(
+            "--top must be at least 1".into(),
+        ));
     }
     let info = pick_model(model)?;
     let compute = select_device(device)?;
@@ -141,7 +208,11 @@ fn classify(images: &[PathBuf], model: Option<&str>, top: usize, device: DeviceR
         }
     }
     let inputs: Vec<f32> = ok.iter().flat_map(|(_, x)| x.iter().copied()).collect();
-    let probs = if ok.is_empty() { None } else { Some(classifier.classify(&inputs)?) };
+    let probs = if ok.is_empty() {
+        None
+    } else {
+        Some(classifier.classify(&inputs)?)
+    };
 
     let mut stdout = std::io::stdout().lock();
     for (row, (path, _)) in ok.iter().enumerate() {
@@ -156,7 +227,14 @@ fn classify(images: &[PathBuf], model: Option<&str>, top: usize, device: DeviceR
         } else {
             let _ = writeln!(stdout, "{}", path.display());
             for (rank, p) in preds.iter().enumerate() {
-                let _ = writeln!(stdout, "  {}. {:>7.4}  {} ({})", rank + 1, p.probability, info.label(p.class).unwrap_or("?"), p.class);
+                let _ = writeln!(
+                    stdout,
+                    "  {}. {:>7.4}  {} ({})",
+                    rank + 1,
+                    p.probability,
+                    info.label(p.class).unwrap_or("?"),
+                    p.class
+                );
             }
         }
     }
@@ -167,9 +245,17 @@ fn classify(images: &[PathBuf], model: Option<&str>, top: usize, device: DeviceR
             "device": compute.to_string(),
             "results": results,
         });
-        let _ = writeln!(stdout, "{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        let _ = writeln!(
+            stdout,
+            "{}",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        );
     }
-    Ok(if failed { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn models(json: bool, all: bool) -> glassbox::Result<ExitCode> {
@@ -179,11 +265,23 @@ fn models(json: bool, all: bool) -> glassbox::Result<ExitCode> {
         let pre = info.preprocess();
         let resize = match pre.resize {
             Resize::Stretch => format!("stretch to {}x{}", pre.width, pre.height),
-            Resize::ShorterSide(s) => format!("shorter side {s}, centre crop {}x{}", pre.width, pre.height),
-            Resize::CentreSquare => format!("centre square, resize to {}x{}", pre.width, pre.height),
+            Resize::ShorterSide(s) => {
+                format!("shorter side {s}, centre crop {}x{}", pre.width, pre.height)
+            }
+            Resize::CentreSquare => {
+                format!("centre square, resize to {}x{}", pre.width, pre.height)
+            }
         };
-        let channels = if pre.channels == ChannelOrder::Bgr { "BGR" } else { "RGB" };
-        let output = if info.output() == OutputKind::Logits { "logits" } else { "probabilities" };
+        let channels = if pre.channels == ChannelOrder::Bgr {
+            "BGR"
+        } else {
+            "RGB"
+        };
+        let output = if info.output() == OutputKind::Logits {
+            "logits"
+        } else {
+            "probabilities"
+        };
         (resize, channels, output)
     };
     if json {
@@ -199,19 +297,272 @@ fn models(json: bool, all: bool) -> glassbox::Result<ExitCode> {
                 })
             })
             .collect();
-        let _ = writeln!(stdout, "{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+        let _ = writeln!(
+            stdout,
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     for info in listed() {
         let (resize, channels, output) = describe(&info);
         let pre = info.preprocess();
-        let status = if info.synthetic() { "SYNTHETIC weights (real file absent at build time)" } else { "real weights" };
-        let _ = writeln!(stdout, "{}{}  {}", info.id(), if info.is_default() { " (default)" } else { "" }, info.name());
-        let _ = writeln!(stdout, "  weights:    {status}; {}", if info.embedded() { "compiled in" } else { "burnpack file beside the build" });
-        let _ = writeln!(stdout, "  input:      {resize}, {channels}, (x*{} - {:?}) / {:?}", pre.scale, pre.mean, pre.std);
+        let status = if info.synthetic() {
+            "SYNTHETIC weights (real file absent at build time)"
+        } else {
+            "real weights"
+        };
+        let _ = writeln!(
+            stdout,
+            "{}{}  {}",
+            info.id(),
+            if info.is_default() { " (default)" } else { "" },
+            info.name()
+        );
+        let _ = writeln!(
+            stdout,
+            "  weights:    {status}; {}",
+            if info.embedded() {
+                "compiled in"
+            } else {
+                "burnpack file beside the build"
+            }
+        );
+        let _ = writeln!(
+            stdout,
+            "  input:      {resize}, {channels}, (x*{} - {:?}) / {:?}",
+            pre.scale, pre.mean, pre.std
+        );
         let _ = writeln!(stdout, "  output:     {} classes, {output}", info.classes());
         let _ = writeln!(stdout, "  source:     {}", info.source());
         let _ = writeln!(stdout, "  licence:    {}", info.licence());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_fill(fill: &str) -> glassbox::Result<Fill> {
+    let bad = || {
+        glassbox::Error::InvalidArgument(format!(
+            "unknown fill '{fill}' (black, grey, mean, blur or blur:SIGMA)"
+        ))
+    };
+    match fill {
+        "black" => Ok(Fill::Black),
+        "grey" | "gray" => Ok(Fill::Grey),
+        "mean" => Ok(Fill::Mean),
+        "blur" => Ok(Fill::Blur(5.0)),
+        other => match other.strip_prefix("blur:").map(str::parse::<f32>) {
+            Some(Ok(sigma)) if sigma > 0.0 && sigma <= 100.0 => Ok(Fill::Blur(sigma)),
+            _ => Err(bad()),
+        },
+    }
+}
+
+/// Creates `dir` if needed and proves it writable before any work starts.
+fn prepare_out_dir(dir: &Path) -> glassbox::Result<()> {
+    let io = |source| glassbox::Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let probe = dir.join(format!(".glassbox-write-test.{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(io)?;
+    std::fs::remove_file(&probe).map_err(io)
+}
+
+fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
+    let method = match args.method {
+        MethodOpt::Arbitrary => Method::Arbitrary {
+            fraction: args.keep_fraction,
+        },
+        MethodOpt::Statistical => Method::Statistical { k: args.k },
+        MethodOpt::DoubleDivision => Method::DoubleDivision { k: args.k },
+        MethodOpt::Elbow => Method::Elbow { k: args.k },
+    };
+    if !(0.0..=1.0).contains(&args.keep_fraction) {
+        return Err(glassbox::Error::InvalidArgument(format!(
+            "--keep-fraction {} must be between 0 and 1",
+            args.keep_fraction
+        )));
+    }
+    if !args.k.is_finite() {
+        return Err(glassbox::Error::InvalidArgument(
+            "--k must be a finite number".into(),
+        ));
+    }
+    let fill = parse_fill(&args.fill)?;
+    let info = pick_model(args.model.as_deref())?;
+    let pre = info.preprocess();
+    if args.grid == 0 || args.grid > pre.width.max(pre.height) {
+        return Err(glassbox::Error::InvalidArgument(format!(
+            "--grid {} must be between 1 and {}",
+            args.grid,
+            pre.width.max(pre.height)
+        )));
+    }
+    let class = args
+        .class
+        .as_deref()
+        .map(|c| info.class_index(c))
+        .transpose()?;
+    prepare_out_dir(&args.out)?;
+    let compute = select_device(args.device.device.into())?;
+    eprintln!(
+        "glassbox: {} on {}, {} ({})",
+        info.id(),
+        compute,
+        method.name(),
+        args.fill
+    );
+    let classifier = Classifier::load(info, &compute)?;
+    let options = OcclusionOptions {
+        grid: args.grid,
+        fill,
+        class,
+    };
+
+    let mut failed = false;
+    let total = args.images.len();
+    for (n, path) in args.images.iter().enumerate() {
+        let started = Instant::now();
+        match explain_one(&classifier, path, method, &options, &args.out) {
+            Ok(summary) => eprintln!(
+                "[{}/{total}] {} ({:.2} s)",
+                n + 1,
+                summary,
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("glassbox: error: {e}");
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn explain_one(
+    classifier: &Classifier,
+    path: &Path,
+    method: Method,
+    options: &OcclusionOptions,
+    out: &Path,
+) -> glassbox::Result<String> {
+    let info = classifier.info();
+    let t = Instant::now();
+    let photo = load_photo(path)?;
+    for note in &photo.notes {
+        eprintln!("glassbox: {}: {note}", path.display());
+    }
+    let view = View::new(&photo.rgb, info.preprocess());
+    let decode = t.elapsed().as_secs_f64();
+    let mut explanation = glassbox::explain::occlusion(classifier, &view, method, options)?;
+    explanation.timings.preprocess += decode;
+    for note in &explanation.notes {
+        eprintln!("glassbox: {}: {note}", path.display());
+    }
+
+    let t = Instant::now();
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+    let base = format!("{stem}.{}.{}", info.id(), method.name());
+    let name = |suffix: &str| out.join(format!("{base}.{suffix}"));
+    let label = info.label(explanation.class).unwrap_or("?");
+    render::save_png(
+        &render::masked(&photo.rgb, &view, &explanation.kept),
+        &name("masked.png"),
+    )?;
+    let (vw, vh) = explanation.size;
+    let mask = image::GrayImage::from_fn(vw, vh, |x, y| {
+        image::Luma([if explanation.kept[(y * vw + x) as usize] {
+            255
+        } else {
+            0
+        }])
+    });
+    let mut mask_png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut mask_png)
+        .write_image(mask.as_raw(), vw, vh, image::ExtendedColorType::L8)
+        .map_err(|e| glassbox::Error::InvalidArgument(format!("PNG encoding failed: {e}")))?;
+    render::write_atomic(&name("mask.png"), &mask_png)?;
+    let drops = drop_map(&explanation);
+    let title = format!("drop in p({label})");
+    render::save_png(
+        &render::heatmap(&photo.rgb, &view, &drops, &title)?,
+        &name("heatmap.png"),
+    )?;
+    let last = explanation
+        .phases
+        .last()
+        .ok_or_else(|| glassbox::Error::InvalidArgument("no phase".into()))?;
+    let values: Vec<f32> = last.ranking.iter().map(|&i| last.p[i]).collect();
+    let (cut_after, threshold) = match last.cut {
+        Cut::Count(n) => (Some(n), None),
+        Cut::Knee(i) => (Some(i + 1), None),
+        Cut::Threshold(t) | Cut::NoKnee(t) => (None, Some(t)),
+    };
+    let curve_title = format!(
+        "{} · {} · {}: p({label}) per occluded cell",
+        stem,
+        info.id(),
+        method.name()
+    );
+    let curve = render::Curve {
+        values: &values,
+        base: explanation.probability,
+        cut_after,
+        threshold,
+        title: &curve_title,
+    };
+    render::save_png(&curve.draw()?, &name("curve.png"))?;
+    explanation.timings.render = t.elapsed().as_secs_f64();
+
+    let mut doc = explanation.to_json(|i| info.label(i));
+    if let Some(obj) = doc.as_object_mut() {
+        obj.insert("image".into(), json!(path));
+        obj.insert(
+            "photo_size".into(),
+            json!([photo.rgb.width(), photo.rgb.height()]),
+        );
+        obj.insert("view_crop_in_photo".into(), json!(view.crop));
+        obj.insert(
+            "model".into(),
+            json!({ "id": info.id(), "synthetic": info.synthetic() }),
+        );
+        obj.insert("device".into(), json!(classifier.compute().to_string()));
+        let files: Vec<String> = ["masked.png", "mask.png", "heatmap.png", "curve.png"]
+            .iter()
+            .map(|s| format!("{base}.{s}"))
+            .collect();
+        obj.insert("outputs".into(), json!(files));
+    }
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    render::write_atomic(&name("json"), text.as_bytes())?;
+    Ok(format!(
+        "{}: {label} ({}) p={:.4}; kept {:.0}% with {} variants → {}",
+        path.display(),
+        explanation.class,
+        explanation.probability,
+        explanation.kept_fraction() * 100.0,
+        explanation.variants,
+        name("*").display()
+    ))
+}
+
+/// Per view pixel, the drop in p[c*] when its cell (the finest cell covering it) was occluded.
+fn drop_map(e: &glassbox::explain::Explanation) -> Vec<f32> {
+    let (w, h) = e.size;
+    let mut values = vec![0.0; (w * h) as usize];
+    for phase in &e.phases {
+        for (cell, p) in phase.cells.iter().zip(&phase.p) {
+            for y in cell.y..cell.y + cell.h {
+                values[(y * w + cell.x) as usize..(y * w + cell.x + cell.w) as usize]
+                    .fill(e.probability - p);
+            }
+        }
+    }
+    values
 }

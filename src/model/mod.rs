@@ -64,7 +64,10 @@ pub(crate) enum WeightSource {
     Embedded(&'static [u8]),
     /// A burnpack file, searched in `$GLASSBOX_WEIGHTS`, beside the executable, then where the
     /// build wrote it.
-    File { file_name: &'static str, built_at: &'static str },
+    File {
+        file_name: &'static str,
+        built_at: &'static str,
+    },
 }
 
 /// A built-in model's descriptor as compiled in.
@@ -116,10 +119,14 @@ impl ModelInfo {
 
     /// Looks a model up by id.
     pub fn find(id: &str) -> Result<ModelInfo> {
-        SPECS.iter().find(|s| s.id == id).map(|spec| ModelInfo { spec }).ok_or_else(|| Error::UnknownModel {
-            name: id.to_string(),
-            available: SPECS.iter().map(|s| s.id).collect::<Vec<_>>().join(", "),
-        })
+        SPECS
+            .iter()
+            .find(|s| s.id == id)
+            .map(|spec| ModelInfo { spec })
+            .ok_or_else(|| Error::UnknownModel {
+                name: id.to_string(),
+                available: SPECS.iter().map(|s| s.id).collect::<Vec<_>>().join(", "),
+            })
     }
 
     /// Short id, e.g. `efficientnet-lite0`.
@@ -181,17 +188,31 @@ impl ModelInfo {
     }
     /// All class names in index order.
     pub fn labels(&self) -> impl Iterator<Item = &'static str> {
-        self.spec.labels.lines().filter(|l| !l.trim().is_empty()).map(clean_label)
+        self.spec
+            .labels
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(clean_label)
     }
     /// Resolves a class given as an index or as a (case-insensitive) label.
     pub fn class_index(&self, class: &str) -> Result<usize> {
-        let unknown = || Error::UnknownClass { model: self.id().to_string(), class: class.to_string() };
+        let unknown = || Error::UnknownClass {
+            model: self.id().to_string(),
+            class: class.to_string(),
+        };
         if let Ok(i) = class.parse::<usize>() {
-            return if i < self.classes() { Ok(i) } else { Err(unknown()) };
+            return if i < self.classes() {
+                Ok(i)
+            } else {
+                Err(unknown())
+            };
         }
         let wanted = class.trim().to_lowercase();
         self.labels()
-            .position(|l| l.to_lowercase() == wanted || l.split(',').any(|syn| syn.trim().to_lowercase() == wanted))
+            .position(|l| {
+                l.to_lowercase() == wanted
+                    || l.split(',').any(|syn| syn.trim().to_lowercase() == wanted)
+            })
             .ok_or_else(unknown)
     }
 }
@@ -200,7 +221,13 @@ impl ModelInfo {
 fn clean_label(line: &str) -> &str {
     let line = line.trim();
     match line.split_once(' ') {
-        Some((first, rest)) if first.len() == 9 && first.starts_with('n') && first[1..].bytes().all(|b| b.is_ascii_digit()) => rest.trim(),
+        Some((first, rest))
+            if first.len() == 9
+                && first.starts_with('n')
+                && first[1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            rest.trim()
+        }
         _ => line,
     }
 }
@@ -217,21 +244,35 @@ pub struct Classifier {
 impl Classifier {
     /// Builds the network of `info` on `compute` and loads its weights.
     pub fn load(info: ModelInfo, compute: &Compute) -> Result<Self> {
-        let index = SPECS.iter().position(|s| std::ptr::eq(s, info.spec)).ok_or_else(|| Error::UnknownModel {
-            name: info.id().to_string(),
-            available: String::new(),
-        })?;
+        let index = SPECS
+            .iter()
+            .position(|s| std::ptr::eq(s, info.spec))
+            .ok_or_else(|| Error::UnknownModel {
+                name: info.id().to_string(),
+                available: String::new(),
+            })?;
         let mut net = Net::new(index, compute.device()).ok_or_else(|| Error::ModelLoad {
             model: info.id().to_string(),
             reason: "no generated network".into(),
         })?;
         let mut store = match info.spec.weights {
             WeightSource::Embedded(bytes) => BurnpackStore::from_static(bytes),
-            WeightSource::File { file_name, built_at } => BurnpackStore::from_file(find_weights(info.id(), file_name, built_at)?),
+            WeightSource::File {
+                file_name,
+                built_at,
+            } => BurnpackStore::from_file(find_weights(info.id(), file_name, built_at)?),
         };
-        net.load(&mut store).map_err(|reason| Error::ModelLoad { model: info.id().to_string(), reason })?;
+        net.load(&mut store).map_err(|reason| Error::ModelLoad {
+            model: info.id().to_string(),
+            reason,
+        })?;
         let chunk = compute.chunk_for(info.max_elems_per_sample());
-        Ok(Self { info, net, compute: compute.clone(), chunk })
+        Ok(Self {
+            info,
+            net,
+            compute: compute.clone(),
+            chunk,
+        })
     }
 
     /// The model's description.
@@ -265,15 +306,25 @@ fn find_weights(model: &str, file_name: &str, built_at: &str) -> Result<PathBuf>
     if let Some(dir) = std::env::var_os("GLASSBOX_WEIGHTS") {
         dirs.push(PathBuf::from(dir));
     }
-    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.to_path_buf())) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+    {
         dirs.push(dir);
     }
     if let Some(dir) = PathBuf::from(built_at).parent() {
         dirs.push(dir.to_path_buf());
     }
-    dirs.iter().map(|d| d.join(file_name)).find(|p| p.is_file()).ok_or_else(|| Error::WeightsNotFound {
-        model: model.to_string(),
-        file_name: file_name.to_string(),
-        searched: dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
-    })
+    dirs.iter()
+        .map(|d| d.join(file_name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::WeightsNotFound {
+            model: model.to_string(),
+            file_name: file_name.to_string(),
+            searched: dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }

@@ -6,7 +6,10 @@ use std::process::{Command, Output};
 use crate::common::{data, scratch};
 
 fn glassbox(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_glassbox")).args(args).output().expect("run glassbox")
+    Command::new(env!("CARGO_BIN_EXE_glassbox"))
+        .args(args)
+        .output()
+        .expect("run glassbox")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -16,31 +19,73 @@ fn text(bytes: &[u8]) -> String {
 /// Runs `classify` on `bad` (and chelsea.png after it): exit 2, one error line naming the file,
 /// no panic, and the good image still classified.
 fn assert_refused(bad: &Path, reason_part: &str) {
-    let out = glassbox(&["classify", "--device", "cpu", bad.to_str().expect("utf-8"), data("chelsea.png").to_str().expect("utf-8")]);
+    let out = glassbox(&[
+        "classify",
+        "--device",
+        "cpu",
+        bad.to_str().expect("utf-8"),
+        data("chelsea.png").to_str().expect("utf-8"),
+    ]);
     let stderr = text(&out.stderr);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("glassbox: error:")).collect();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("glassbox: error:"))
+        .collect();
     assert_eq!(errors.len(), 1, "exactly one error line expected: {stderr}");
     let name = bad.file_name().and_then(|n| n.to_str()).expect("name");
-    assert!(errors[0].contains(name), "error does not name the file: {}", errors[0]);
-    assert!(errors[0].to_lowercase().contains(reason_part), "error '{}' lacks '{reason_part}'", errors[0]);
-    assert!(stdout.contains("chelsea.png"), "the good image was not classified: {stdout}");
+    assert!(
+        errors[0].contains(name),
+        "error does not name the file: {}",
+        errors[0]
+    );
+    assert!(
+        errors[0].to_lowercase().contains(reason_part),
+        "error '{}' lacks '{reason_part}'",
+        errors[0]
+    );
+    assert!(
+        stdout.contains("chelsea.png"),
+        "the good image was not classified: {stdout}"
+    );
 }
 
 #[test]
 fn classify_prints_top_k_for_the_default_model() {
-    let out = glassbox(&["classify", "--device", "cpu", "--top", "3", data("coffee.png").to_str().expect("utf-8")]);
+    let out = glassbox(&[
+        "classify",
+        "--device",
+        "cpu",
+        "--top",
+        "3",
+        data("coffee.png").to_str().expect("utf-8"),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert_eq!(stdout.lines().count(), 4, "{stdout}");
-    assert!(stdout.lines().nth(1).expect("rank 1").contains("espresso (967)"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .nth(1)
+            .expect("rank 1")
+            .contains("espresso (967)"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn classify_json_is_machine_readable() {
-    let out = glassbox(&["classify", "--device", "cpu", "--json", "--top", "2", data("chelsea.png").to_str().expect("utf-8")]);
+    let out = glassbox(&[
+        "classify",
+        "--device",
+        "cpu",
+        "--json",
+        "--top",
+        "2",
+        data("chelsea.png").to_str().expect("utf-8"),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(doc["model"], "efficientnet-lite0");
@@ -48,7 +93,9 @@ fn classify_json_is_machine_readable() {
     assert!(doc["device"].as_str().expect("device").starts_with("cpu"));
     let top = doc["results"][0]["top"].as_array().expect("top");
     assert_eq!(top.len(), 2);
-    assert!(top[0]["probability"].as_f64().expect("p") >= top[1]["probability"].as_f64().expect("p"));
+    assert!(
+        top[0]["probability"].as_f64().expect("p") >= top[1]["probability"].as_f64().expect("p")
+    );
 }
 
 #[test]
@@ -62,15 +109,30 @@ fn synthetic_models_say_so() {
     assert_eq!(default.len(), 1);
     assert_eq!(default[0]["id"], "efficientnet-lite0");
     for m in list {
-        let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx").join(m["file"].as_str().expect("file")).exists();
+        let real = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("onnx")
+            .join(m["file"].as_str().expect("file"))
+            .exists();
         assert_eq!(m["synthetic"], !real, "{}", m["id"]);
     }
     // A synthetic model warns on every use and says so in JSON.
     if let Some(m) = list.iter().find(|m| m["synthetic"] == true) {
         let id = m["id"].as_str().expect("id");
-        let out = glassbox(&["classify", "--device", "cpu", "--json", "--model", id, data("coffee.png").to_str().expect("utf-8")]);
+        let out = glassbox(&[
+            "classify",
+            "--device",
+            "cpu",
+            "--json",
+            "--model",
+            id,
+            data("coffee.png").to_str().expect("utf-8"),
+        ]);
         assert!(out.status.success(), "{}", text(&out.stderr));
-        assert!(text(&out.stderr).contains("SYNTHETIC"), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("SYNTHETIC"),
+            "{}",
+            text(&out.stderr)
+        );
         let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
         assert_eq!(doc["synthetic"], true);
     }
@@ -78,11 +140,19 @@ fn synthetic_models_say_so() {
 
 #[test]
 fn unknown_model_is_a_one_line_error() {
-    let out = glassbox(&["classify", "--model", "resnet9000", data("coffee.png").to_str().expect("utf-8")]);
+    let out = glassbox(&[
+        "classify",
+        "--model",
+        "resnet9000",
+        data("coffee.png").to_str().expect("utf-8"),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("unknown model 'resnet9000'") && stderr.contains("efficientnet-lite0"), "{stderr}");
+    assert!(
+        stderr.contains("unknown model 'resnet9000'") && stderr.contains("efficientnet-lite0"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -129,10 +199,12 @@ fn truncated_jpeg_is_refused() {
     let dir = scratch("truncated_jpeg");
     let photo = image::open(data("coffee.png")).expect("open").to_rgb8();
     let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new(&mut jpeg).encode_image(&photo).expect("encode");
+    image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
+        .encode_image(&photo)
+        .expect("encode");
     let path = dir.join("cut.jpg");
     std::fs::write(&path, &jpeg[..jpeg.len() / 4]).expect("write");
-    assert_refused(&path, "decoded");
+    assert_refused(&path, "truncated");
 }
 
 #[test]
@@ -140,7 +212,8 @@ fn zero_by_zero_png_is_refused() {
     let dir = scratch("zero_png");
     let path = dir.join("zero.png");
     std::fs::write(&path, png_header_only(0, 0)).expect("write");
-    assert_refused(&path, "0x0");
+    // The PNG decoder refuses the header itself: "Invalid image dimensions".
+    assert_refused(&path, "dimensions");
 }
 
 #[test]
@@ -175,8 +248,158 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
+}
+
+fn explain_into(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "explain",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    glassbox(&args)
+}
+
+#[test]
+fn explain_writes_pictures_curve_and_json() {
+    let out = scratch("explain_outputs");
+    let run = explain_into(
+        &out,
+        &[
+            "--method",
+            "statistical",
+            data("coffee.png").to_str().expect("utf-8"),
+        ],
+    );
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let base = "coffee.efficientnet-lite0.statistical";
+    for suffix in ["masked.png", "mask.png", "heatmap.png", "curve.png", "json"] {
+        assert!(
+            out.join(format!("{base}.{suffix}")).is_file(),
+            "missing {suffix}"
+        );
+    }
+    let masked = image::open(out.join(format!("{base}.masked.png"))).expect("png");
+    let photo = image::open(data("coffee.png")).expect("png");
+    assert_eq!(
+        (masked.width(), masked.height()),
+        (photo.width(), photo.height()),
+        "masked picture is at the photo's resolution"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(format!("{base}.json"))).expect("json"))
+            .expect("JSON");
+    assert_eq!(doc["class"]["index"], 967);
+    assert_eq!(doc["variants"], 101);
+    assert_eq!(doc["model"]["synthetic"], false);
+    assert_eq!(
+        doc["phases"][0]["cells"].as_array().expect("cells").len(),
+        100
+    );
+    let runs: usize = doc["mask"]["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| r.as_u64().expect("run") as usize)
+        .sum();
+    assert_eq!(runs, 224 * 224);
+    for stage in ["preprocess", "perturb_classify", "rule", "render"] {
+        assert!(doc["timings_s"][stage].as_f64().expect("timing") >= 0.0);
+    }
+    // No temporary files left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[test]
+fn explain_is_deterministic() {
+    let (a, b) = (scratch("explain_det_a"), scratch("explain_det_b"));
+    for dir in [&a, &b] {
+        let run = explain_into(
+            dir,
+            &[
+                "--method",
+                "elbow",
+                "--model",
+                "planted-centre",
+                data("chelsea.png").to_str().expect("utf-8"),
+            ],
+        );
+        assert!(run.status.success(), "{}", text(&run.stderr));
+    }
+    let base = "chelsea.planted-centre.elbow";
+    for suffix in ["masked.png", "mask.png", "heatmap.png", "curve.png"] {
+        let (x, y) = (
+            std::fs::read(a.join(format!("{base}.{suffix}"))).expect("a"),
+            std::fs::read(b.join(format!("{base}.{suffix}"))).expect("b"),
+        );
+        assert!(x == y, "{suffix} differs between runs");
+    }
+    // The JSON is identical but for the measured timings.
+    let strip = |dir: &Path| {
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("{base}.json"))).expect("json"))
+                .expect("JSON");
+        doc.as_object_mut().expect("object").remove("timings_s");
+        doc
+    };
+    assert_eq!(strip(&a), strip(&b));
+}
+
+#[test]
+fn explain_refuses_bad_flags_before_any_work() {
+    let out = scratch("explain_bad_flags");
+    for (flags, part) in [
+        (vec!["--fill", "purple"], "unknown fill"),
+        (vec!["--keep-fraction", "1.5"], "keep-fraction"),
+        (vec!["--grid", "0"], "grid"),
+        (vec!["--class", "unicorn"], "no class 'unicorn'"),
+        (vec!["--class", "1000"], "no class '1000'"),
+    ] {
+        let image = data("coffee.png");
+        let mut args = flags.clone();
+        args.push(image.to_str().expect("utf-8"));
+        let run = explain_into(&out, &args);
+        assert_eq!(run.status.code(), Some(2), "{flags:?}");
+        let stderr = text(&run.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{flags:?}: {stderr}");
+        assert!(stderr.contains(part), "{flags:?}: {stderr}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&out).expect("dir").count(),
+        0,
+        "nothing written"
+    );
+}
+
+#[test]
+fn explain_refuses_an_unwritable_output_folder_before_work() {
+    let dir = scratch("explain_unwritable");
+    let file = dir.join("not-a-folder");
+    std::fs::write(&file, b"x").expect("write");
+    let run = explain_into(
+        &file.join("sub"),
+        &[data("coffee.png").to_str().expect("utf-8")],
+    );
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = text(&run.stderr);
+    assert!(stderr.contains("not-a-folder"), "{stderr}");
+    assert!(
+        !stderr.contains("efficientnet-lite0 on"),
+        "work started: {stderr}"
+    );
 }

@@ -10,7 +10,9 @@ fn top1(image: &str) -> (usize, f32) {
     let photo = load_photo(&data(image)).expect("decode");
     let view = View::new(&photo.rgb, info.preprocess());
     let classifier = Classifier::load(info, &Compute::cpu()).expect("load");
-    let probs = classifier.classify(&to_input(&view.rgb, info.preprocess())).expect("classify");
+    let probs = classifier
+        .classify(&to_input(&view.rgb, info.preprocess()))
+        .expect("classify");
     let p = probs.top(0, 1)[0];
     (p.class, p.probability)
 }
@@ -31,7 +33,10 @@ fn default_model_is_real_efficientnet_lite0() {
 fn chelsea_is_a_cat() {
     let (class, p) = top1("chelsea.png");
     // tabby, tiger cat, Egyptian cat
-    assert!([281, 282, 285].contains(&class), "chelsea.png → class {class} ({p})");
+    assert!(
+        [281, 282, 285].contains(&class),
+        "chelsea.png → class {class} ({p})"
+    );
 }
 
 #[test]

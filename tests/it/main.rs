@@ -3,6 +3,7 @@
 mod chunking;
 mod cli;
 mod common;
+mod explain;
 mod gpu;
 mod known_answers;
 mod parity;

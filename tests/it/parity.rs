@@ -8,7 +8,8 @@ use serde_json::Value;
 use crate::common::{data, pattern};
 
 fn fixtures() -> Value {
-    let text = std::fs::read_to_string(data("parity.json")).expect("tests/data/parity.json (run make_parity.py)");
+    let text = std::fs::read_to_string(data("parity.json"))
+        .expect("tests/data/parity.json (run make_parity.py)");
     serde_json::from_str(&text).expect("parity.json is JSON")
 }
 
@@ -16,10 +17,17 @@ fn fixtures() -> Value {
 pub fn expected_probabilities(model: &str) -> Vec<Vec<f64>> {
     let fx = fixtures();
     let entry = &fx["models"][model];
-    let rows = entry["values"].as_array().unwrap_or_else(|| panic!("no fixture for {model}"));
+    let rows = entry["values"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no fixture for {model}"));
     rows.iter()
         .map(|row| {
-            let v: Vec<f64> = row.as_array().expect("row").iter().map(|x| x.as_f64().expect("number")).collect();
+            let v: Vec<f64> = row
+                .as_array()
+                .expect("row")
+                .iter()
+                .map(|x| x.as_f64().expect("number"))
+                .collect();
             if entry["output"] == "logits" {
                 let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let sum: f64 = v.iter().map(|x| (x - max).exp()).sum();
@@ -34,7 +42,9 @@ pub fn expected_probabilities(model: &str) -> Vec<Vec<f64>> {
 /// The parity inputs of `info`, `[samples, 3, H, W]`.
 pub fn parity_inputs(info: &ModelInfo, samples: u64) -> Vec<f32> {
     let pre = info.preprocess();
-    (0..samples).flat_map(|k| to_input(&pattern(k, pre.width, pre.height), pre)).collect()
+    (0..samples)
+        .flat_map(|k| to_input(&pattern(k, pre.width, pre.height), pre))
+        .collect()
 }
 
 /// Asserts `probs` equal onnxruntime's within 1e-4 relative to the largest probability, and
@@ -45,17 +55,35 @@ pub fn assert_matches(model: &str, probs: &Probabilities, expected: &[Vec<f64>])
         let got = probs.row(i);
         assert_eq!(got.len(), want.len(), "{model}: classes");
         let scale = want.iter().cloned().fold(0.0, f64::max);
-        let worst = got.iter().zip(want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
-        assert!(worst <= 1e-4 * scale, "{model} row {i}: max |diff| {worst:e} vs max prob {scale:e}");
+        let worst = got
+            .iter()
+            .zip(want)
+            .map(|(g, w)| (*g as f64 - w).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst <= 1e-4 * scale,
+            "{model} row {i}: max |diff| {worst:e} vs max prob {scale:e}"
+        );
         let worst_log = got
             .iter()
             .zip(want)
             .map(|(g, w)| ((*g as f64).max(1e-30).ln() - w.max(1e-30).ln()).abs())
             .filter(|d| d.is_finite())
             .fold(0.0, f64::max);
-        assert!(worst_log <= 1e-3, "{model} row {i}: max |log diff| {worst_log:e}");
-        let argmax = want.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
-        assert_eq!(Some(probs.argmax(i)), argmax, "{model} row {i}: top-1 differs");
+        assert!(
+            worst_log <= 1e-3,
+            "{model} row {i}: max |log diff| {worst_log:e}"
+        );
+        let argmax = want
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i);
+        assert_eq!(
+            Some(probs.argmax(i)),
+            argmax,
+            "{model} row {i}: top-1 differs"
+        );
     }
 }
 
@@ -68,7 +96,9 @@ fn check(model: &str) {
         "{model}: fixture and build disagree on real vs synthetic weights; regenerate parity.json"
     );
     let classifier = Classifier::load(info, &Compute::cpu()).expect("load");
-    let probs = classifier.classify(&parity_inputs(&info, 2)).expect("classify");
+    let probs = classifier
+        .classify(&parity_inputs(&info, 2))
+        .expect("classify");
     assert_matches(model, &probs, &expected_probabilities(model));
 }
 
@@ -101,6 +131,10 @@ fn alexnet_tv_matches_onnxruntime() {
 fn every_model_has_a_fixture() {
     let fx = fixtures();
     for info in ModelInfo::all() {
-        assert!(fx["models"][info.id()].is_object(), "no parity fixture for {}", info.id());
+        assert!(
+            fx["models"][info.id()].is_object(),
+            "no parity fixture for {}",
+            info.id()
+        );
     }
 }

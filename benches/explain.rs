@@ -1,0 +1,88 @@
+//! Occlusion explainers end to end, next to a plain batched forward of the same number of
+//! images, per model (issue: everything that is not the forward pass must cost < 10 %).
+//!
+//! Each configuration also prints its stage split once (preprocess, perturb+classify, rule) from
+//! the explanation's own timings. `cargo bench --bench explain`; narrow with
+//! `GLASSBOX_BENCH_MODELS=efficientnet-lite0` and `GLASSBOX_BENCH_METHODS=arbitrary,elbow`.
+
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use glassbox::explain::{Method, OcclusionOptions, occlusion};
+use glassbox::view::{View, load_photo, to_input};
+use glassbox::{Classifier, Compute, ModelInfo};
+
+fn list(var: &str, default: &str) -> Vec<String> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn method(name: &str) -> Option<Method> {
+    Some(match name {
+        "arbitrary" => Method::Arbitrary { fraction: 0.7 },
+        "statistical" => Method::Statistical { k: 1.0 },
+        "double-division" => Method::DoubleDivision { k: 1.0 },
+        "elbow" => Method::Elbow { k: 1.0 },
+        _ => return None,
+    })
+}
+
+fn explain(c: &mut Criterion) {
+    let compute = Compute::cpu();
+    let photo = load_photo(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/chelsea.png").as_ref())
+        .expect("chelsea.png");
+    for model in list("GLASSBOX_BENCH_MODELS", "efficientnet-lite0,googlenet") {
+        let Ok(info) = ModelInfo::find(&model) else {
+            continue;
+        };
+        let classifier = Classifier::load(info, &compute).expect("load");
+        let view = View::new(&photo.rgb, info.preprocess());
+        let mut group = c.benchmark_group(format!("explain/cpu/{model}"));
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(20));
+        let options = OcclusionOptions::default();
+
+        // The baseline: one batched forward of 101 copies of the view (a 10x10 grid + base).
+        let one = to_input(&view.rgb, info.preprocess());
+        let batch: Vec<f32> = std::iter::repeat_n(one.as_slice(), 101)
+            .flatten()
+            .copied()
+            .collect();
+        group.throughput(Throughput::Elements(101));
+        group.bench_function("forward-101", |b| {
+            b.iter(|| classifier.classify(&batch).expect("classify"))
+        });
+
+        for name in list(
+            "GLASSBOX_BENCH_METHODS",
+            "arbitrary,statistical,double-division,elbow",
+        ) {
+            let Some(m) = method(&name) else { continue };
+            let e = occlusion(&classifier, &view, m, &options).expect("explain");
+            let t = e.timings;
+            let total = t.preprocess + t.perturb_classify + t.rule;
+            eprintln!(
+                "{model}/{name}: {} variants, preprocess {:.1} ms, perturb+classify {:.1} ms, rule {:.2} ms: {:.2} % outside perturb+classify",
+                e.variants,
+                t.preprocess * 1e3,
+                t.perturb_classify * 1e3,
+                t.rule * 1e3,
+                100.0 * (t.preprocess + t.rule) / total
+            );
+            group.throughput(Throughput::Elements(e.variants as u64));
+            group.bench_function(name.as_str(), |b| {
+                b.iter(|| occlusion(&classifier, &view, m, &options).expect("explain"))
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, explain);
+criterion_main!(benches);
