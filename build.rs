@@ -174,7 +174,6 @@ fn run(dirs: &[PathBuf]) -> Result<(), String> {
         }
     }
 
-    let mut models = models;
     for model in &mut models {
         model.weights_path = out_dir.join("model").join(format!("{}.bpk", model.ident));
         model.weights_len = fs::metadata(&model.weights_path)
@@ -698,7 +697,7 @@ fn registry_source(models: &[Prepared]) -> Result<String, String> {
         )
         .ok();
     }
-    s.push_str("];\n\n/// A loaded network of any built-in architecture.\n#[derive(Debug)]\npub(crate) enum Net {\n");
+    s.push_str("];\n\n/// A loaded network of any built-in architecture (one per process: size differences do not matter).\n#[derive(Debug)]\n#[allow(clippy::large_enum_variant)]\npub(crate) enum Net {\n");
     for m in models {
         writeln!(
             s,

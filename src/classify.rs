@@ -67,7 +67,7 @@ impl Classifier {
     pub fn classify(&self, inputs: &[f32]) -> Result<Probabilities> {
         let pre = self.info().preprocess();
         let per = 3 * (pre.width * pre.height) as usize;
-        if per == 0 || inputs.len() % per != 0 {
+        if per == 0 || !inputs.len().is_multiple_of(per) {
             return Err(Error::InvalidArgument(format!(
                 "input length {} is not a multiple of 3x{}x{}",
                 inputs.len(),

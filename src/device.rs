@@ -187,8 +187,9 @@ fn gpu() -> std::result::Result<Compute, String> {
             Ok(Ok((device, setup))) => {
                 let info = setup.adapter.get_info();
                 let limits = setup.device.limits();
-                let max =
-                    (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+                let max = limits
+                    .max_storage_buffer_binding_size
+                    .min(limits.max_buffer_size);
                 let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
                 Ok(Compute {
                     device,

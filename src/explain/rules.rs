@@ -60,7 +60,8 @@ pub fn kneedle(y: &[f32], sensitivity: f64) -> Option<usize> {
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
             (lo.min(*v as f64), hi.max(*v as f64))
         });
-    if !(hi - lo > 0.0) {
+    // A flat (or non-finite) curve has no knee.
+    if (hi - lo).partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         return None;
     }
     let x = |i: usize| i as f64 / (n - 1) as f64;
