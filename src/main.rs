@@ -7,10 +7,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use glassbox::explain::lime::{LimeOptions, Segmenter};
 use glassbox::explain::{Cut, Method, OcclusionOptions};
 use glassbox::model::{ChannelOrder, OutputKind, Resize};
 use glassbox::perturb::Fill;
 use glassbox::render;
+use glassbox::segment::quickshift::Quickshift;
+use glassbox::segment::slic::Slic;
 use glassbox::view::{View, load_photo, to_input};
 use glassbox::{Classifier, Compute, DeviceRequest, ModelInfo};
 use image::ImageEncoder;
@@ -90,6 +93,31 @@ struct ExplainArgs {
     /// Output folder (created if missing).
     #[arg(long, default_value = "glassbox-out")]
     out: PathBuf,
+    /// lime: perturbed samples, the original included.
+    #[arg(long, default_value_t = 1000)]
+    samples: usize,
+    /// lime: seed of the sample (lime's random_state: the same seed gives lime's own sample).
+    #[arg(long, default_value_t = 0)]
+    seed: u32,
+    /// lime: interpretable features: quickshift (lime's), slic, or the occlusion grid (--grid).
+    #[arg(long, value_enum, default_value_t = SegmentsOpt::Quickshift)]
+    segments: SegmentsOpt,
+    /// lime: segments shown in the mask.
+    #[arg(long, default_value_t = 5)]
+    features: usize,
+    /// lime: show the top positive segments only, the rest black (lime's default picture).
+    #[arg(long, conflicts_with = "signed")]
+    positive_only: bool,
+    /// lime: show the top segments by |weight|, green for positive and red for negative.
+    #[arg(long)]
+    signed: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SegmentsOpt {
+    Quickshift,
+    Slic,
+    Grid,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -98,6 +126,7 @@ enum MethodOpt {
     Statistical,
     DoubleDivision,
     Elbow,
+    Lime,
 }
 
 #[derive(clap::Args)]
@@ -372,12 +401,13 @@ fn prepare_out_dir(dir: &Path) -> glassbox::Result<()> {
 
 fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
     let method = match args.method {
-        MethodOpt::Arbitrary => Method::Arbitrary {
+        MethodOpt::Arbitrary => Explainer::Occlusion(Method::Arbitrary {
             fraction: args.keep_fraction,
-        },
-        MethodOpt::Statistical => Method::Statistical { k: args.k },
-        MethodOpt::DoubleDivision => Method::DoubleDivision { k: args.k },
-        MethodOpt::Elbow => Method::Elbow { k: args.k },
+        }),
+        MethodOpt::Statistical => Explainer::Occlusion(Method::Statistical { k: args.k }),
+        MethodOpt::DoubleDivision => Explainer::Occlusion(Method::DoubleDivision { k: args.k }),
+        MethodOpt::Elbow => Explainer::Occlusion(Method::Elbow { k: args.k }),
+        MethodOpt::Lime => Explainer::Lime,
     };
     if !(0.0..=1.0).contains(&args.keep_fraction) {
         return Err(glassbox::Error::InvalidArgument(format!(
@@ -405,13 +435,34 @@ fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
         .as_deref()
         .map(|c| info.class_index(c))
         .transpose()?;
+    if matches!(method, Explainer::Lime) {
+        if !matches!(fill, Fill::Black | Fill::Mean) {
+            return Err(glassbox::Error::InvalidArgument(
+                "lime's --fill is black or mean".into(),
+            ));
+        }
+        if !(2..=1_000_000).contains(&args.samples) {
+            return Err(glassbox::Error::InvalidArgument(format!(
+                "--samples {} must be between 2 and 1000000",
+                args.samples
+            )));
+        }
+        if args.features == 0 {
+            return Err(glassbox::Error::InvalidArgument(
+                "--features must be at least 1".into(),
+            ));
+        }
+    }
     prepare_out_dir(&args.out)?;
     let compute = select_device(args.device.device.into())?;
+    let method_name = match method {
+        Explainer::Occlusion(m) => m.name(),
+        Explainer::Lime => "lime",
+    };
     eprintln!(
-        "glassbox: {} on {}, {} ({})",
+        "glassbox: {} on {}, {method_name} ({})",
         info.id(),
         compute,
-        method.name(),
         args.fill
     );
     let classifier = Classifier::load(info, &compute)?;
@@ -420,12 +471,38 @@ fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
         fill,
         class,
     };
+    let lime_options = LimeOptions {
+        samples: args.samples,
+        seed: args.seed,
+        segmenter: match args.segments {
+            SegmentsOpt::Quickshift => Segmenter::Quickshift(Quickshift::default()),
+            SegmentsOpt::Slic => Segmenter::Slic(Slic::default()),
+            SegmentsOpt::Grid => Segmenter::Grid(args.grid),
+        },
+        fill,
+        features: args.features,
+        class,
+        ..LimeOptions::default()
+    };
 
     let mut failed = false;
     let total = args.images.len();
     for (n, path) in args.images.iter().enumerate() {
         let started = Instant::now();
-        match explain_one(&classifier, path, method, &options, &args.out) {
+        let result = match method {
+            Explainer::Occlusion(method) => {
+                explain_one(&classifier, path, method, &options, &args.out)
+            }
+            // --positive-only is lime's default picture; clap refuses it together with --signed.
+            Explainer::Lime => explain_lime(
+                &classifier,
+                path,
+                &lime_options,
+                args.signed && !args.positive_only,
+                &args.out,
+            ),
+        };
+        match result {
             Ok(summary) => eprintln!(
                 "[{}/{total}] {} ({:.2} s)",
                 n + 1,
@@ -476,18 +553,7 @@ fn explain_one(
         &name("masked.png"),
     )?;
     let (vw, vh) = explanation.size;
-    let mask = image::GrayImage::from_fn(vw, vh, |x, y| {
-        image::Luma([if explanation.kept[(y * vw + x) as usize] {
-            255
-        } else {
-            0
-        }])
-    });
-    let mut mask_png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut mask_png)
-        .write_image(mask.as_raw(), vw, vh, image::ExtendedColorType::L8)
-        .map_err(|e| glassbox::Error::InvalidArgument(format!("PNG encoding failed: {e}")))?;
-    render::write_atomic(&name("mask.png"), &mask_png)?;
+    write_mask(&explanation.kept, vw, vh, &name("mask.png"))?;
     let drops = drop_map(&explanation);
     let title = format!("drop in p({label})");
     render::save_png(
@@ -565,4 +631,105 @@ fn drop_map(e: &glassbox::explain::Explanation) -> Vec<f32> {
         }
     }
     values
+}
+
+#[derive(Clone, Copy)]
+enum Explainer {
+    Occlusion(Method),
+    Lime,
+}
+
+fn explain_lime(
+    classifier: &Classifier,
+    path: &Path,
+    options: &LimeOptions,
+    signed: bool,
+    out: &Path,
+) -> glassbox::Result<String> {
+    let info = classifier.info();
+    let photo = load_photo(path)?;
+    for note in &photo.notes {
+        eprintln!("glassbox: {}: {note}", path.display());
+    }
+    let view = View::new(&photo.rgb, info.preprocess());
+    let mut e = glassbox::explain::lime::lime(classifier, &view, options)?;
+
+    let t = Instant::now();
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+    let base = format!("{stem}.{}.lime", info.id());
+    let name = |suffix: &str| out.join(format!("{base}.{suffix}"));
+    let label = info.label(e.class).unwrap_or("?");
+    let picture = if signed {
+        let model = e
+            .models
+            .iter()
+            .find(|m| m.class == e.class)
+            .ok_or_else(|| glassbox::Error::InvalidArgument("no local model".into()))?;
+        render::signed(
+            &photo.rgb,
+            &view,
+            e.segmentation.labels(),
+            &model.signed(options.features),
+        )
+    } else {
+        render::masked(&photo.rgb, &view, &e.kept)
+    };
+    render::save_png(&picture, &name("masked.png"))?;
+    write_mask(
+        &e.kept,
+        e.segmentation.width(),
+        e.segmentation.height(),
+        &name("mask.png"),
+    )?;
+    let title = format!("LIME weight for {label}");
+    render::save_png(
+        &render::heatmap(&photo.rgb, &view, &e.weight_map(e.class), &title)?,
+        &name("heatmap.png"),
+    )?;
+    e.timings.render = t.elapsed().as_secs_f64();
+
+    let mut doc = e.to_json(|i| info.label(i));
+    if let Some(obj) = doc.as_object_mut() {
+        obj.insert("image".into(), json!(path));
+        obj.insert(
+            "photo_size".into(),
+            json!([photo.rgb.width(), photo.rgb.height()]),
+        );
+        obj.insert("view_crop_in_photo".into(), json!(view.crop));
+        obj.insert(
+            "model".into(),
+            json!({ "id": info.id(), "synthetic": info.synthetic() }),
+        );
+        obj.insert("device".into(), json!(classifier.compute().to_string()));
+        obj.insert(
+            "picture".into(),
+            json!(if signed { "signed" } else { "positive-only" }),
+        );
+    }
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    render::write_atomic(&name("json"), text.as_bytes())?;
+    let t = e.timings;
+    Ok(format!(
+        "{}: {label} ({}); {} segments, {} samples: segmentation {:.2} s, perturb+classify {:.2} s, regression {:.3} s → {}",
+        path.display(),
+        e.class,
+        e.segmentation.count(),
+        options.samples,
+        t.segmentation,
+        t.perturb_classify,
+        t.regression,
+        name("*").display()
+    ))
+}
+
+/// The kept mask over the view as a PNG (white = kept).
+fn write_mask(kept: &[bool], w: u32, h: u32, path: &Path) -> glassbox::Result<()> {
+    let mask = image::GrayImage::from_fn(w, h, |x, y| {
+        image::Luma([if kept[(y * w + x) as usize] { 255 } else { 0 }])
+    });
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(mask.as_raw(), w, h, image::ExtendedColorType::L8)
+        .map_err(|e| glassbox::Error::InvalidArgument(format!("PNG encoding failed: {e}")))?;
+    render::write_atomic(path, &png)
 }

@@ -3,6 +3,7 @@
 //! Every explainer works on the model's input view, so masks from different methods and
 //! models are directly comparable, and every variant goes through the [`Perturber`].
 
+pub mod lime;
 pub mod rules;
 
 use std::time::Instant;

@@ -49,6 +49,22 @@ pub fn masked(photo: &RgbImage, view: &View, kept: &[bool]) -> RgbImage {
     })
 }
 
+/// lime's signed picture: the photo with the chosen segments' green channel (positive weight)
+/// or red channel (negative weight) at full intensity.
+pub fn signed(photo: &RgbImage, view: &View, labels: &[u32], chosen: &[(usize, f64)]) -> RgbImage {
+    let vw = view.rgb.width();
+    RgbImage::from_fn(photo.width(), photo.height(), |x, y| {
+        let mut px = *photo.get_pixel(x, y);
+        if let Some((vx, vy)) = view.view_pixel(x, y) {
+            let segment = labels[(vy * vw + vx) as usize] as usize;
+            if let Some((_, w)) = chosen.iter().find(|(s, _)| *s == segment) {
+                px[if *w > 0.0 { 1 } else { 0 }] = 255;
+            }
+        }
+        px
+    })
+}
+
 /// A diverging colour for `t` in `[-1, 1]`: blue (negative) through white to red (positive).
 pub fn diverging(t: f32) -> [u8; 3] {
     let t = t.clamp(-1.0, 1.0);

@@ -1,5 +1,8 @@
 //! Segmentations: a label map over the model's input view, values `0..count`.
 
+pub mod quickshift;
+pub mod slic;
+
 use crate::{Error, Result};
 
 /// An axis-aligned rectangle of view pixels, `[x, x + w) × [y, y + h)`.

@@ -403,3 +403,109 @@ fn explain_refuses_an_unwritable_output_folder_before_work() {
         "work started: {stderr}"
     );
 }
+
+#[test]
+fn lime_writes_outputs_and_is_reproducible() {
+    let (a, b, c) = (scratch("lime_a"), scratch("lime_b"), scratch("lime_c"));
+    let image = data("coffee.png");
+    let args = |seed: &'static str| {
+        vec![
+            "--method",
+            "lime",
+            "--model",
+            "planted-centre",
+            "--samples",
+            "200",
+            "--seed",
+            seed,
+        ]
+    };
+    for (dir, seed) in [(&a, "5"), (&b, "5"), (&c, "6")] {
+        let mut extra = args(seed);
+        extra.push(image.to_str().expect("utf-8"));
+        let run = explain_into(dir, &extra);
+        assert!(run.status.success(), "{}", text(&run.stderr));
+    }
+    let base = "coffee.planted-centre.lime";
+    for suffix in ["masked.png", "mask.png", "heatmap.png", "json"] {
+        assert!(
+            a.join(format!("{base}.{suffix}")).is_file(),
+            "missing {suffix}"
+        );
+    }
+    let doc = |dir: &Path| {
+        let mut d: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("{base}.json"))).expect("json"))
+                .expect("JSON");
+        d.as_object_mut().expect("object").remove("timings_s");
+        d
+    };
+    let (da, db, dc) = (doc(&a), doc(&b), doc(&c));
+    assert_eq!(da, db, "same seed, same JSON (timings aside)");
+    assert_eq!(
+        std::fs::read(a.join(format!("{base}.masked.png"))).ok(),
+        std::fs::read(b.join(format!("{base}.masked.png"))).ok()
+    );
+    assert_ne!(
+        da["models"][0]["weights"], dc["models"][0]["weights"],
+        "another seed, another sample"
+    );
+    assert_eq!(da["parameters"]["samples"], 200);
+    assert_eq!(
+        da["models"].as_array().expect("models").len(),
+        2,
+        "both classes of the planted model"
+    );
+    let weights = da["models"][0]["weights"]
+        .as_array()
+        .expect("weights")
+        .len();
+    assert_eq!(
+        weights as u64,
+        da["segmentation"]["count"].as_u64().expect("count")
+    );
+    for key in ["intercept", "score", "local_prediction"] {
+        assert!(da["models"][0][key].is_number(), "{key}");
+    }
+}
+
+#[test]
+fn lime_signed_picture_and_bad_flags() {
+    let out = scratch("lime_signed");
+    let image = data("coffee.png");
+    let run = explain_into(
+        &out,
+        &[
+            "--method",
+            "lime",
+            "--model",
+            "planted-centre",
+            "--samples",
+            "100",
+            "--signed",
+            image.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("coffee.planted-centre.lime.json")).expect("json"),
+    )
+    .expect("JSON");
+    assert_eq!(doc["picture"], "signed");
+    for (flags, part) in [
+        (vec!["--fill", "grey"], "black or mean"),
+        (vec!["--samples", "1"], "--samples"),
+        (vec!["--features", "0"], "--features"),
+    ] {
+        let mut args = vec!["--method", "lime"];
+        args.extend(flags.iter().copied());
+        args.push(image.to_str().expect("utf-8"));
+        let run = explain_into(&out, &args);
+        assert_eq!(run.status.code(), Some(2), "{flags:?}");
+        assert!(
+            text(&run.stderr).contains(part),
+            "{flags:?}: {}",
+            text(&run.stderr)
+        );
+    }
+}

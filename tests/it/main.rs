@@ -6,4 +6,5 @@ mod common;
 mod explain;
 mod gpu;
 mod known_answers;
+mod lime;
 mod parity;

@@ -1,0 +1,228 @@
+//! LIME: quickshift against scikit-image, the regression against Python lime's own numbers,
+//! lime's sample for a seed, reproducibility, and a planted-region model.
+
+use glassbox::explain::lime::{LimeOptions, Segmenter, kernel_weights, lime, ridge, sample};
+use glassbox::segment::quickshift::Quickshift;
+use glassbox::view::View;
+use glassbox::{Classifier, Compute, ModelInfo};
+use nalgebra::{DMatrix, DVector};
+use serde_json::Value;
+
+use crate::common::data;
+
+fn json(name: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(data(name)).expect("fixture")).expect("JSON")
+}
+
+fn ints(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_i64().expect("int"))
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("float"))
+        .collect()
+}
+
+/// Adjusted Rand index of two labelings (Hubert & Arabie 1985).
+fn adjusted_rand(a: &[i64], b: &[i64]) -> f64 {
+    use std::collections::HashMap;
+    let mut pairs: HashMap<(i64, i64), u64> = HashMap::new();
+    let (mut ra, mut rb): (HashMap<i64, u64>, HashMap<i64, u64>) = (HashMap::new(), HashMap::new());
+    for (x, y) in a.iter().zip(b) {
+        *pairs.entry((*x, *y)).or_default() += 1;
+        *ra.entry(*x).or_default() += 1;
+        *rb.entry(*y).or_default() += 1;
+    }
+    let c2 = |n: u64| (n * n.saturating_sub(1) / 2) as f64;
+    let index: f64 = pairs.values().map(|n| c2(*n)).sum();
+    let (sa, sb): (f64, f64) = (
+        ra.values().map(|n| c2(*n)).sum(),
+        rb.values().map(|n| c2(*n)).sum(),
+    );
+    let expected = sa * sb / c2(a.len() as u64);
+    (index - expected) / ((sa + sb) / 2.0 - expected)
+}
+
+#[test]
+fn quickshift_agrees_with_scikit_image() {
+    let fx = json("quickshift_fixture.json");
+    for name in ["chelsea_224.png", "coffee_224.png"] {
+        let want = ints(&fx["images"][name]["labels"]);
+        let img = image::open(data(name)).expect("view").to_rgb8();
+        let got: Vec<i64> = Quickshift::default()
+            .segment(&img)
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        let ari = adjusted_rand(&got, &want);
+        assert!(ari >= 0.95, "{name}: adjusted Rand index {ari}");
+    }
+}
+
+#[test]
+fn adjusted_rand_index_is_right_on_known_cases() {
+    assert!((adjusted_rand(&[0, 0, 1, 1], &[5, 5, 7, 7]) - 1.0).abs() < 1e-12);
+    assert!(adjusted_rand(&[0, 0, 1, 1], &[0, 1, 0, 1]) < 0.0);
+}
+
+#[test]
+fn regression_matches_python_lime() {
+    let fx = json("lime_fixture.json");
+    let s = fx["n_features"].as_u64().expect("n_features") as usize;
+    let n = fx["explain"]["num_samples"].as_u64().expect("num_samples") as usize;
+    let data: Vec<u8> = ints(&fx["data"]).into_iter().map(|v| v as u8).collect();
+    let classes = fx["num_classes"].as_u64().expect("num_classes") as usize;
+    let labels = floats(&fx["labels"]);
+    let weights = kernel_weights(&data, s, 0.25);
+    let lime_distances = floats(&fx["distances"]);
+    for (i, d) in lime_distances.iter().enumerate() {
+        let w = (-(d * d) / 0.0625).exp().sqrt();
+        assert!(
+            (weights[i] - w).abs() <= 1e-9,
+            "kernel weight {i}: {} vs {w}",
+            weights[i]
+        );
+    }
+    let x = DMatrix::from_fn(n, s, |i, j| data[i * s + j] as f64);
+    for entry in fx["per_label"].as_array().expect("per_label") {
+        let class = entry["label"].as_u64().expect("label") as usize;
+        let y = DVector::from_fn(n, |i, _| labels[i * classes + class]);
+        let (intercept, coef, score, local) = ridge(&x, &y, &weights, 1.0).expect("ridge");
+        let close = |a: f64, b: f64, what: &str| {
+            assert!(
+                (a - b).abs() <= 1e-6 * b.abs().max(1e-3),
+                "class {class} {what}: {a} vs {b}"
+            )
+        };
+        close(
+            intercept,
+            entry["intercept"].as_f64().expect("intercept"),
+            "intercept",
+        );
+        close(score, entry["score"].as_f64().expect("score"), "score");
+        close(
+            local,
+            entry["local_pred"].as_f64().expect("local_pred"),
+            "local prediction",
+        );
+        for pair in entry["local_exp"].as_array().expect("local_exp") {
+            let seg = pair[0].as_u64().expect("segment") as usize;
+            close(
+                coef[seg],
+                pair[1].as_f64().expect("weight"),
+                &format!("weight of segment {seg}"),
+            );
+        }
+        // The positive-only mask of lime's get_image_and_mask(num_features=5).
+        let model = glassbox::explain::lime::LocalModel {
+            class,
+            intercept,
+            weights: coef,
+            score,
+            local_prediction: local,
+        };
+        let mut ours: Vec<usize> = model.positive(5);
+        ours.sort_unstable();
+        let segments = ints(&fx["segments"]);
+        let mask = ints(&entry["masks"]["positive_only"]);
+        let mut theirs: Vec<usize> = segments
+            .iter()
+            .zip(&mask)
+            .filter(|(_, m)| **m == 1)
+            .map(|(s, _)| *s as usize)
+            .collect();
+        theirs.sort_unstable();
+        theirs.dedup();
+        assert_eq!(ours, theirs, "class {class}: positive-only mask");
+    }
+}
+
+#[test]
+fn sample_is_lime_s_own_for_the_same_seed() {
+    let fx = json("lime_fixture.json");
+    let s = fx["n_features"].as_u64().expect("n_features") as usize;
+    let n = fx["explain"]["num_samples"].as_u64().expect("num_samples") as usize;
+    let seed = fx["explainer"]["random_state"]
+        .as_u64()
+        .expect("random_state") as u32;
+    let want: Vec<u8> = ints(&fx["data"]).into_iter().map(|v| v as u8).collect();
+    assert_eq!(sample(seed, n, s), want);
+    assert_ne!(sample(seed + 1, n, s), want, "another seed, another sample");
+}
+
+#[test]
+fn lime_is_reproducible_and_finds_the_planted_region() {
+    let info = ModelInfo::find("planted-centre").expect("fixture");
+    let classifier = Classifier::load(info, &Compute::cpu()).expect("load");
+    let photo = glassbox::view::load_photo(&data("coffee.png")).expect("photo");
+    let view = View::new(&photo.rgb, info.preprocess());
+    let options = LimeOptions {
+        samples: 400,
+        segmenter: Segmenter::Grid(10),
+        seed: 3,
+        ..LimeOptions::default()
+    };
+    let a = lime(&classifier, &view, &options).expect("lime");
+    let b = lime(&classifier, &view, &options).expect("lime");
+    assert_eq!(a.models, b.models, "same seed, same explanation");
+    assert_eq!(a.kept, b.kept);
+    assert_eq!(a.class, 0, "the planted class wins on coffee.png");
+    let window: Vec<usize> = (3..6)
+        .flat_map(|r| (3..6).map(move |c| r * 10 + c))
+        .collect();
+    let model = &a.models[0];
+    let top = model.positive(5);
+    assert!(!top.is_empty());
+    for s in &top {
+        assert!(
+            window.contains(s),
+            "positive segment {s} outside the window (top: {top:?})"
+        );
+    }
+    assert!(
+        window.contains(&model.ranked()[0]),
+        "the top |weight| segment is in the window"
+    );
+    let c = lime(&classifier, &view, &LimeOptions { seed: 4, ..options }).expect("lime");
+    assert_ne!(
+        a.models[0].weights, c.models[0].weights,
+        "another seed, another sample"
+    );
+}
+
+#[test]
+fn lime_with_quickshift_puts_its_top_segment_on_the_planted_window() {
+    let info = ModelInfo::find("planted-centre").expect("fixture");
+    let classifier = Classifier::load(info, &Compute::cpu()).expect("load");
+    let photo = glassbox::view::load_photo(&data("coffee.png")).expect("photo");
+    let view = View::new(&photo.rgb, info.preprocess());
+    let e = lime(
+        &classifier,
+        &view,
+        &LimeOptions {
+            samples: 500,
+            ..LimeOptions::default()
+        },
+    )
+    .expect("lime");
+    let top = e.models[0].positive(1)[0] as u32;
+    let (w, mut inside, mut total) = (e.segmentation.width(), 0, 0);
+    for (i, l) in e.segmentation.labels().iter().enumerate() {
+        if *l == top {
+            total += 1;
+            let (x, y) = (i as u32 % w, i as u32 / w);
+            inside += ((69..138).contains(&x) && (69..138).contains(&y)) as u32;
+        }
+    }
+    assert!(
+        inside * 2 > total,
+        "top segment has {inside} of {total} pixels in the window"
+    );
+}
