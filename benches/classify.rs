@@ -8,20 +8,14 @@
 
 use std::time::Duration;
 
+mod support;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use glassbox::device::Backend;
 use glassbox::view::to_input;
 use glassbox::{Classifier, Compute, DeviceRequest, ModelInfo};
 use image::RgbImage;
-
-fn list(var: &str, default: &str) -> Vec<String> {
-    std::env::var(var)
-        .unwrap_or_else(|_| default.to_string())
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
+use support::list;
 
 fn inputs(info: &ModelInfo, batch: usize) -> Vec<f32> {
     let pre = info.preprocess();

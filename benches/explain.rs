@@ -7,19 +7,15 @@
 
 use std::time::Duration;
 
+mod support;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use glassbox::explain::{Method, OcclusionOptions, occlusion};
+use glassbox::perturb::{Fill, KeepMatrix, Perturber};
+use glassbox::segment::Segmentation;
 use glassbox::view::{View, load_photo, to_input};
 use glassbox::{Classifier, Compute, ModelInfo};
-
-fn list(var: &str, default: &str) -> Vec<String> {
-    std::env::var(var)
-        .unwrap_or_else(|_| default.to_string())
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
+use support::list;
 
 fn method(name: &str) -> Option<Method> {
     Some(match name {
@@ -55,6 +51,26 @@ fn explain(c: &mut Criterion) {
             .copied()
             .collect();
         group.throughput(Throughput::Elements(101));
+        // Building the same 101 variants without classifying them (read back to force them).
+        let segmentation =
+            Segmentation::grid(view.rgb.width(), view.rgb.height(), 10).expect("grid");
+        let mut keep = KeepMatrix::new(segmentation.count());
+        keep.push_all();
+        for i in 0..segmentation.count() {
+            keep.push_hiding(&[i]);
+        }
+        group.bench_function("build-variants-101", |b| {
+            b.iter(|| {
+                let perturber = Perturber::new(&classifier, &view.rgb, &segmentation, Fill::Black)
+                    .expect("perturber");
+                let mut start = 0;
+                while start < keep.rows() {
+                    let end = (start + classifier.chunk_size()).min(keep.rows());
+                    let _ = perturber.variants(&keep, start..end).into_data();
+                    start = end;
+                }
+            })
+        });
         group.bench_function("forward-101", |b| {
             b.iter(|| classifier.classify(&batch).expect("classify"))
         });

@@ -587,18 +587,7 @@ fn explain_one(
     explanation.timings.render = t.elapsed().as_secs_f64();
 
     let mut doc = explanation.to_json(|i| info.label(i));
-    if let Some(obj) = doc.as_object_mut() {
-        obj.insert("image".into(), json!(path));
-        obj.insert(
-            "photo_size".into(),
-            json!([photo.rgb.width(), photo.rgb.height()]),
-        );
-        obj.insert("view_crop_in_photo".into(), json!(view.crop));
-        obj.insert(
-            "model".into(),
-            json!({ "id": info.id(), "synthetic": info.synthetic() }),
-        );
-        obj.insert("device".into(), json!(classifier.compute().to_string()));
+    if let Some(obj) = add_context(&mut doc, path, &photo.rgb, &view, classifier) {
         let files: Vec<String> = ["masked.png", "mask.png", "heatmap.png", "curve.png"]
             .iter()
             .map(|s| format!("{base}.{s}"))
@@ -689,18 +678,7 @@ fn explain_lime(
     e.timings.render = t.elapsed().as_secs_f64();
 
     let mut doc = e.to_json(|i| info.label(i));
-    if let Some(obj) = doc.as_object_mut() {
-        obj.insert("image".into(), json!(path));
-        obj.insert(
-            "photo_size".into(),
-            json!([photo.rgb.width(), photo.rgb.height()]),
-        );
-        obj.insert("view_crop_in_photo".into(), json!(view.crop));
-        obj.insert(
-            "model".into(),
-            json!({ "id": info.id(), "synthetic": info.synthetic() }),
-        );
-        obj.insert("device".into(), json!(classifier.compute().to_string()));
+    if let Some(obj) = add_context(&mut doc, path, &photo.rgb, &view, classifier) {
         obj.insert(
             "picture".into(),
             json!(if signed { "signed" } else { "positive-only" }),
@@ -732,4 +710,27 @@ fn write_mask(kept: &[bool], w: u32, h: u32, path: &Path) -> glassbox::Result<()
         .write_image(mask.as_raw(), w, h, image::ExtendedColorType::L8)
         .map_err(|e| glassbox::Error::InvalidArgument(format!("PNG encoding failed: {e}")))?;
     render::write_atomic(path, &png)
+}
+
+/// Adds what every explanation document carries about its input and its run: the image, the
+/// photo's size, the view's crop, the model (and whether it is synthetic) and the device.
+/// Returns the object for the caller's own fields.
+fn add_context<'a>(
+    doc: &'a mut serde_json::Value,
+    path: &Path,
+    photo: &image::RgbImage,
+    view: &View,
+    classifier: &Classifier,
+) -> Option<&'a mut serde_json::Map<String, serde_json::Value>> {
+    let info = classifier.info();
+    let obj = doc.as_object_mut()?;
+    obj.insert("image".into(), json!(path));
+    obj.insert("photo_size".into(), json!([photo.width(), photo.height()]));
+    obj.insert("view_crop_in_photo".into(), json!(view.crop));
+    obj.insert(
+        "model".into(),
+        json!({ "id": info.id(), "synthetic": info.synthetic() }),
+    );
+    obj.insert("device".into(), json!(classifier.compute().to_string()));
+    Some(obj)
 }

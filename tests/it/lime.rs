@@ -141,6 +141,31 @@ fn regression_matches_python_lime() {
         theirs.sort_unstable();
         theirs.dedup();
         assert_eq!(ours, theirs, "class {class}: positive-only mask");
+        // The signed mask (positive_only=False): the 5 largest |weight|, +1 or -1.
+        let signed = ints(&entry["masks"]["signed"]);
+        for (segment, weight) in model.signed(5) {
+            let want = if weight > 0.0 { 1 } else { -1 };
+            let pixels: Vec<i64> = segments
+                .iter()
+                .zip(&signed)
+                .filter(|(s, _)| **s as usize == segment)
+                .map(|(_, m)| *m)
+                .collect();
+            assert!(
+                pixels.iter().all(|m| *m == want),
+                "class {class}: segment {segment} should be {want} in the signed mask"
+            );
+        }
+        let marked = signed.iter().filter(|m| **m != 0).count();
+        let ours_marked: usize = model
+            .signed(5)
+            .iter()
+            .map(|(s, _)| segments.iter().filter(|l| **l as usize == *s).count())
+            .sum();
+        assert_eq!(
+            marked, ours_marked,
+            "class {class}: signed mask covers other segments"
+        );
     }
 }
 
