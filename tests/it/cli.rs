@@ -509,3 +509,134 @@ fn lime_signed_picture_and_bad_flags() {
         );
     }
 }
+
+#[test]
+fn every_common_pixel_format_and_odd_size_classifies() {
+    use image::{DynamicImage, ImageFormat};
+    let dir = scratch("formats");
+    let photo = image::open(data("coffee.png")).expect("open").resize(
+        120,
+        90,
+        image::imageops::FilterType::Triangle,
+    );
+    let cases: Vec<(&str, DynamicImage, ImageFormat)> = vec![
+        (
+            "grey.png",
+            DynamicImage::ImageLuma8(photo.to_luma8()),
+            ImageFormat::Png,
+        ),
+        (
+            "grey-alpha.png",
+            DynamicImage::ImageLumaA8(photo.to_luma_alpha8()),
+            ImageFormat::Png,
+        ),
+        (
+            "rgba.png",
+            DynamicImage::ImageRgba8(photo.to_rgba8()),
+            ImageFormat::Png,
+        ),
+        (
+            "sixteen-bit.png",
+            DynamicImage::ImageRgb16(photo.to_rgb16()),
+            ImageFormat::Png,
+        ),
+        (
+            "still.gif",
+            DynamicImage::ImageRgba8(photo.to_rgba8()),
+            ImageFormat::Gif,
+        ),
+        (
+            "photo.tiff",
+            DynamicImage::ImageRgb8(photo.to_rgb8()),
+            ImageFormat::Tiff,
+        ),
+        (
+            "photo.webp",
+            DynamicImage::ImageRgba8(photo.to_rgba8()),
+            ImageFormat::WebP,
+        ),
+        (
+            "photo.bmp",
+            DynamicImage::ImageRgb8(photo.to_rgb8()),
+            ImageFormat::Bmp,
+        ),
+        (
+            "one-pixel.png",
+            DynamicImage::ImageRgb8(image::RgbImage::from_pixel(1, 1, image::Rgb([200, 30, 30]))),
+            ImageFormat::Png,
+        ),
+        (
+            "one-by-10000.png",
+            DynamicImage::ImageRgb8(image::RgbImage::from_fn(1, 10_000, |_, y| {
+                image::Rgb([(y % 256) as u8, 90, 160])
+            })),
+            ImageFormat::Png,
+        ),
+    ];
+    let mut args = vec![
+        "classify".to_string(),
+        "--device".into(),
+        "cpu".into(),
+        "--json".into(),
+    ];
+    for (name, img, format) in &cases {
+        let path = dir.join(name);
+        img.save_with_format(&path, *format)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        args.push(path.to_str().expect("utf-8").to_string());
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_glassbox"))
+        .args(&args)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let results = doc["results"].as_array().expect("results");
+    assert_eq!(results.len(), cases.len());
+    for r in results {
+        let top = r["top"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no prediction for {}", r["image"]));
+        let p = top[0]["probability"].as_f64().expect("p");
+        assert!(p > 0.0 && p <= 1.0, "{}: {p}", r["image"]);
+    }
+    // The colour versions of the same photo agree on the class.
+    let class = |i: usize| results[i]["top"][0]["index"].as_u64();
+    assert_eq!(
+        class(2),
+        class(5),
+        "RGBA PNG and TIFF of one photo disagree"
+    );
+    assert_eq!(
+        class(3),
+        class(5),
+        "16-bit PNG and TIFF of one photo disagree"
+    );
+}
+
+#[test]
+fn animated_gif_uses_its_first_frame_and_says_so() {
+    let dir = scratch("animated_gif");
+    let path = dir.join("anim.gif");
+    {
+        let file = std::fs::File::create(&path).expect("create");
+        let mut encoder = image::codecs::gif::GifEncoder::new(file);
+        let frame = |rgb: [u8; 3]| {
+            image::Frame::new(image::RgbaImage::from_pixel(
+                64,
+                48,
+                image::Rgba([rgb[0], rgb[1], rgb[2], 255]),
+            ))
+        };
+        encoder
+            .encode_frames(vec![frame([200, 40, 40]), frame([40, 200, 40])])
+            .expect("encode");
+    }
+    let out = glassbox(&["classify", "--device", "cpu", path.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("first frame"),
+        "{}",
+        text(&out.stderr)
+    );
+}
