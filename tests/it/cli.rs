@@ -640,3 +640,50 @@ fn animated_gif_uses_its_first_frame_and_says_so() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn exif_orientation_is_applied() {
+    use image::ImageEncoder;
+    // 60x40, left half red, right half blue, tagged Orientation = 6 (display rotated 90° clockwise).
+    let img = image::RgbImage::from_fn(60, 40, |x, _| {
+        if x < 30 {
+            image::Rgb([230, 20, 20])
+        } else {
+            image::Rgb([20, 20, 230])
+        }
+    });
+    let tiff_exif: Vec<u8> = [
+        b"II*\0".as_slice(),
+        &8u32.to_le_bytes(),
+        &1u16.to_le_bytes(),
+        &0x0112u16.to_le_bytes(),
+        &3u16.to_le_bytes(),
+        &1u32.to_le_bytes(),
+        &6u16.to_le_bytes(),
+        &[0, 0],
+        &0u32.to_le_bytes(),
+    ]
+    .concat();
+    let mut jpeg = Vec::new();
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95);
+    encoder.set_exif_metadata(tiff_exif).expect("exif");
+    encoder
+        .write_image(img.as_raw(), 60, 40, image::ExtendedColorType::Rgb8)
+        .expect("encode");
+    let path = scratch("exif").join("rotated.jpg");
+    std::fs::write(&path, &jpeg).expect("write");
+
+    let photo = glassbox::view::load_photo(&path).expect("decode");
+    assert_eq!(photo.rgb.dimensions(), (40, 60), "rotated to portrait");
+    assert!(
+        photo.notes.iter().any(|n| n.contains("EXIF orientation")),
+        "{:?}",
+        photo.notes
+    );
+    let (top, bottom) = (photo.rgb.get_pixel(20, 5), photo.rgb.get_pixel(20, 55));
+    assert!(
+        top[0] > 150 && top[2] < 100,
+        "the left (red) half is on top after a clockwise turn: {top:?}"
+    );
+    assert!(bottom[2] > 150 && bottom[0] < 100, "{bottom:?}");
+}
