@@ -1,6 +1,8 @@
 //! `glassbox`: the command line over the glassbox library. Parses, validates, calls the
 //! library, prints. Errors end as one line on stderr and exit code 2.
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
