@@ -94,17 +94,46 @@ impl Classifier {
     pub fn classify_with(
         &self,
         n: usize,
+        make: impl FnMut(Range<usize>) -> Tensor<4>,
+    ) -> Result<Probabilities> {
+        self.classify_columns(n, None, make)
+    }
+
+    /// As [`Classifier::classify_with`], keeping only the probabilities of `columns` (in that
+    /// order) for every row, so that memory grows with `n × columns.len()`, not `n × classes`.
+    /// Every value is still checked for NaN/infinity before it is dropped.
+    pub fn classify_columns(
+        &self,
+        n: usize,
+        columns: Option<&[usize]>,
         mut make: impl FnMut(Range<usize>) -> Tensor<4>,
     ) -> Result<Probabilities> {
         let classes = self.info().classes();
-        let mut values = Vec::with_capacity(n * classes);
+        if let Some(bad) = columns.and_then(|c| c.iter().find(|c| **c >= classes)) {
+            return Err(Error::UnknownClass {
+                model: self.info().id().to_string(),
+                class: bad.to_string(),
+            });
+        }
+        let kept = columns.map_or(classes, <[usize]>::len);
+        let mut values = Vec::with_capacity(n * kept);
+        let (mut bad, mut seen) = (0, 0);
         let mut chunk = self.chunk_size();
         let mut start = 0;
         while start < n {
             let range = start..(start + chunk).min(n);
             match self.run_chunk(range.clone(), &mut make) {
                 Ok(rows) => {
-                    values.extend_from_slice(&rows);
+                    bad += rows.iter().filter(|v| !v.is_finite()).count();
+                    seen += rows.len();
+                    match columns {
+                        None => values.extend_from_slice(&rows),
+                        Some(cols) => {
+                            for row in rows.chunks(classes) {
+                                values.extend(cols.iter().map(|c| row[*c]));
+                            }
+                        }
+                    }
                     start = range.end;
                 }
                 Err(_) if chunk > 1 => {
@@ -118,15 +147,17 @@ impl Classifier {
                 }
             }
         }
-        let bad = values.iter().filter(|v| !v.is_finite()).count();
         if bad > 0 {
             return Err(Error::NonFinite {
                 model: self.info().id().to_string(),
                 count: bad,
-                total: values.len(),
+                total: seen,
             });
         }
-        Ok(Probabilities { values, classes })
+        Ok(Probabilities {
+            values,
+            classes: kept,
+        })
     }
 
     fn run_chunk(

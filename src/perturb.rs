@@ -186,6 +186,16 @@ impl<'a> Perturber<'a> {
 
     /// Probabilities of every row of `keep`, classified in device-sized chunks.
     pub fn run(&self, keep: &KeepMatrix) -> Result<Probabilities> {
+        self.run_columns(keep, None)
+    }
+
+    /// As [`Perturber::run`], keeping only the probabilities of `columns` (in that order): memory
+    /// grows with rows × columns, however many classes the model has.
+    pub fn run_columns(
+        &self,
+        keep: &KeepMatrix,
+        columns: Option<&[usize]>,
+    ) -> Result<Probabilities> {
         if keep.segments() != self.segments {
             return Err(Error::InvalidArgument(format!(
                 "keep-matrix has {} segments, the segmentation {}",
@@ -194,6 +204,6 @@ impl<'a> Perturber<'a> {
             )));
         }
         self.classifier
-            .classify_with(keep.rows(), |range| self.variants(keep, range))
+            .classify_columns(keep.rows(), columns, |range| self.variants(keep, range))
     }
 }

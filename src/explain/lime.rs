@@ -201,23 +201,29 @@ pub fn lime(
         keep.push_row(&row.iter().map(|b| *b == 1).collect::<Vec<_>>());
     }
     let perturber = Perturber::new(classifier, &view.rgb, &segmentation, options.fill)?;
-    let probs = perturber.run(&keep)?;
-    timings.perturb_classify = t.elapsed().as_secs_f64();
-
-    let t = Instant::now();
-    let mut classes = top_labels(probs.row(0), options.top_labels);
+    // The explained classes are the original's top ones: classify it alone first, then keep
+    // only those columns for every sample, so memory grows with samples × 5, not × classes.
+    let mut original = KeepMatrix::new(segmentation.count());
+    original.push_all();
+    let first = perturber.run(&original)?;
+    let mut classes = top_labels(first.row(0), options.top_labels);
     if let Some(c) = options.class
         && !classes.contains(&c)
     {
         classes.push(c);
     }
+    let probs = perturber.run_columns(&keep, Some(&classes))?;
+    timings.perturb_classify = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
     let s = segmentation.count();
     let kernel = kernel_weights(&data, s, options.kernel_width);
     let x = DMatrix::from_fn(options.samples, s, |i, j| data[i * s + j] as f64);
     let models = classes
         .iter()
-        .map(|&c| {
-            let y = DVector::from_fn(options.samples, |i, _| probs.row(i)[c] as f64);
+        .enumerate()
+        .map(|(k, &c)| {
+            let y = DVector::from_fn(options.samples, |i, _| probs.row(i)[k] as f64);
             ridge(&x, &y, &kernel, options.alpha).map(
                 |(intercept, weights, score, local_prediction)| LocalModel {
                     class: c,
@@ -242,7 +248,7 @@ pub fn lime(
         .iter()
         .map(|l| chosen.contains(&(*l as usize)))
         .collect();
-    let probabilities = classes.iter().map(|&c| probs.row(0)[c]).collect();
+    let probabilities = classes.iter().map(|&c| first.row(0)[c]).collect();
     Ok(LimeExplanation {
         options: *options,
         segmentation,

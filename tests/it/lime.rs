@@ -251,3 +251,30 @@ fn lime_with_quickshift_puts_its_top_segment_on_the_planted_window() {
         "top segment has {inside} of {total} pixels in the window"
     );
 }
+
+#[test]
+fn keeping_only_some_columns_gives_exactly_those_columns() {
+    use glassbox::perturb::{Fill, KeepMatrix, Perturber};
+    let info = ModelInfo::default_model();
+    let classifier = Classifier::load(info, &Compute::cpu()).expect("load");
+    let photo = glassbox::view::load_photo(&data("coffee.png")).expect("photo");
+    let view = View::new(&photo.rgb, info.preprocess());
+    let seg = glassbox::segment::Segmentation::grid(224, 224, 4).expect("grid");
+    let mut keep = KeepMatrix::new(seg.count());
+    keep.push_all();
+    keep.push_hiding(&[0, 5, 9]);
+    keep.push_hiding(&[15]);
+    let perturber = Perturber::new(&classifier, &view.rgb, &seg, Fill::Black).expect("perturber");
+    let all = perturber.run(&keep).expect("all");
+    let columns = [967, 3, 504];
+    let some = perturber.run_columns(&keep, Some(&columns)).expect("some");
+    assert_eq!(some.classes(), 3);
+    for r in 0..keep.rows() {
+        let want: Vec<f32> = columns.iter().map(|c| all.row(r)[*c]).collect();
+        assert_eq!(some.row(r), want.as_slice(), "row {r}");
+    }
+    assert!(
+        perturber.run_columns(&keep, Some(&[1000])).is_err(),
+        "a column the model lacks"
+    );
+}
