@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Parity fixtures: onnxruntime's outputs for every built-in model on a deterministic input.
 
-Runs onnxruntime on the graphs that build.rs prepared (`OUT_DIR/prepared/<model>.onnx`: batch
-rewritten and, for synthetic models, with the build's synthetic weights), so burn and onnxruntime
-see the same file. The input is a hashed pixel pattern that the Rust test rebuilds exactly, pushed
+Runs onnxruntime on each real model's original ONNX file (so the build's rewrites, batch and
+BatchNorm folding, are checked too), and for synthetic models on the graph build.rs prepared
+(`OUT_DIR/prepared/<model>.onnx`, with the build's synthetic weights). The input is a hashed pixel pattern that the Rust test rebuilds exactly, pushed
 through each model's own preprocessing in float32 (as `glassbox::view::to_input` does).
 
     python3 tests/data/make_parity.py [--prepared target/release/build/glassbox-*/out/prepared]
@@ -64,11 +64,15 @@ def main():
             desc = tomllib.load(f)
         pre = desc["preprocess"]
         width, height = pre["size"]
-        graph = os.path.join(prepared, model_id.replace("-", "_") + ".onnx")
-        batch = np.stack([to_input(pattern(k, height, width), pre) for k in range(SAMPLES)])
+        original = os.path.join(os.path.dirname(desc_path), desc["file"])
+        synthetic = not os.path.exists(original)
+        # A real model is checked against its ORIGINAL file, so the build's rewrites (batch,
+        # BatchNorm folding) are covered too; a synthetic one exists only as the prepared graph.
+        graph = os.path.join(prepared, model_id.replace("-", "_") + ".onnx") if synthetic else original
         session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
-        (out,) = session.run(None, {session.get_inputs()[0].name: batch})
-        synthetic = not os.path.exists(os.path.join(os.path.dirname(desc_path), desc["file"]))
+        name = session.get_inputs()[0].name
+        # One sample at a time: an original zoo graph only takes batch 1.
+        out = np.concatenate([session.run(None, {name: to_input(pattern(k, height, width), pre)[None]})[0] for k in range(SAMPLES)])
         fixtures[model_id] = {
             "output": desc["output"],
             "synthetic": synthetic,
