@@ -396,11 +396,17 @@ fn fold_batch_norms(proto: &mut ModelProto) -> Result<usize, String> {
         }
     }
     let float_init = |graph: &onnx_ir::GraphProto, name: &str| -> Option<Vec<f32>> {
-        let t = graph.initializer.iter().find(|t| t.name == name && t.data_type == 1)?;
+        let t = graph
+            .initializer
+            .iter()
+            .find(|t| t.name == name && t.data_type == 1)?;
         Some(if !t.float_data.is_empty() {
             t.float_data.clone()
         } else {
-            t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            t.raw_data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
         })
     };
     let mut folded = 0;
@@ -411,36 +417,69 @@ fn fold_batch_norms(proto: &mut ModelProto) -> Result<usize, String> {
             i += 1;
             continue;
         }
-        let Some(conv_at) = graph.node.iter().position(|n| n.op_type == "Conv" && n.output.first() == Some(&bn.input[0])) else {
+        let Some(conv_at) = graph
+            .node
+            .iter()
+            .position(|n| n.op_type == "Conv" && n.output.first() == Some(&bn.input[0]))
+        else {
             i += 1;
             continue;
         };
         let conv = &graph.node[conv_at];
         let single_use = uses.get(&bn.input[0]) == Some(&1) && !outputs.contains(&bn.input[0]);
         let weight_shared = uses.get(&conv.input[1]).copied().unwrap_or(0) != 1;
-        let params: Option<Vec<Vec<f32>>> = bn.input[1..5].iter().map(|n| float_init(graph, n)).collect();
+        let params: Option<Vec<Vec<f32>>> = bn.input[1..5]
+            .iter()
+            .map(|n| float_init(graph, n))
+            .collect();
         let (Some(params), Some(weight)) = (params, float_init(graph, &conv.input[1])) else {
             i += 1;
             continue;
         };
         let channels = params[0].len();
-        if !single_use || weight_shared || channels == 0 || weight.len() % channels != 0 || params.iter().any(|p| p.len() != channels) {
+        if !single_use
+            || weight_shared
+            || channels == 0
+            || weight.len() % channels != 0
+            || params.iter().any(|p| p.len() != channels)
+        {
             i += 1;
             continue;
         }
-        let eps = bn.attribute.iter().find(|a| a.name == "epsilon").map_or(1e-5, |a| a.f) as f64;
+        let eps = bn
+            .attribute
+            .iter()
+            .find(|a| a.name == "epsilon")
+            .map_or(1e-5, |a| a.f) as f64;
         let (gamma, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
-        let scale: Vec<f64> = (0..channels).map(|c| gamma[c] as f64 / (var[c] as f64 + eps).sqrt()).collect();
+        let scale: Vec<f64> = (0..channels)
+            .map(|c| gamma[c] as f64 / (var[c] as f64 + eps).sqrt())
+            .collect();
         let per = weight.len() / channels;
-        let new_weight: Vec<f32> = weight.iter().enumerate().map(|(k, w)| (*w as f64 * scale[k / per]) as f32).collect();
-        let old_bias = conv.input.get(2).filter(|n| !n.is_empty()).and_then(|n| float_init(graph, n));
+        let new_weight: Vec<f32> = weight
+            .iter()
+            .enumerate()
+            .map(|(k, w)| (*w as f64 * scale[k / per]) as f32)
+            .collect();
+        let old_bias = conv
+            .input
+            .get(2)
+            .filter(|n| !n.is_empty())
+            .and_then(|n| float_init(graph, n));
         let new_bias: Vec<f32> = (0..channels)
-            .map(|c| ((old_bias.as_ref().map_or(0.0, |b| b[c] as f64) - mean[c] as f64) * scale[c] + beta[c] as f64) as f32)
+            .map(|c| {
+                ((old_bias.as_ref().map_or(0.0, |b| b[c] as f64) - mean[c] as f64) * scale[c]
+                    + beta[c] as f64) as f32
+            })
             .collect();
         let (weight_name, bn_out) = (conv.input[1].clone(), bn.output[0].clone());
         let bias_name = format!("{bn_out}__folded_bias");
         let to_raw = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        for t in graph.initializer.iter_mut().filter(|t| t.name == weight_name) {
+        for t in graph
+            .initializer
+            .iter_mut()
+            .filter(|t| t.name == weight_name)
+        {
             t.float_data.clear();
             t.raw_data = to_raw(&new_weight).into();
         }
@@ -459,8 +498,17 @@ fn fold_batch_norms(proto: &mut ModelProto) -> Result<usize, String> {
     }
     // Drop initializers nothing reads any more (the BatchNorm parameters, replaced biases).
     // Old-IR graphs also list initializers as graph inputs: drop those entries with them.
-    let read: HashSet<String> = graph.node.iter().flat_map(|n| n.input.iter().cloned()).collect();
-    let dropped: HashSet<String> = graph.initializer.iter().filter(|t| !read.contains(&t.name)).map(|t| t.name.clone()).collect();
+    let read: HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .collect();
+    let dropped: HashSet<String> = graph
+        .initializer
+        .iter()
+        .filter(|t| !read.contains(&t.name))
+        .map(|t| t.name.clone())
+        .collect();
     graph.initializer.retain(|t| !dropped.contains(&t.name));
     graph.input.retain(|i| !dropped.contains(&i.name));
     Ok(folded)
