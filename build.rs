@@ -350,7 +350,6 @@ fn synthesise_weights(model_id: &str, proto: &mut ModelProto) -> Result<(), Stri
                 .or_insert((node.op_type.clone(), i));
         }
     }
-    let mut removed_shapes = HashSet::new();
     let mut new_inits = Vec::new();
     let mut kept = Vec::new();
     for node in graph.node.drain(..) {
@@ -361,24 +360,13 @@ fn synthesise_weights(model_id: &str, proto: &mut ModelProto) -> Result<(), Stri
             (Some(dims), Some(name)) => {
                 let role = consumers.get(name).cloned().unwrap_or_default();
                 new_inits.push(synthetic_tensor(model_id, name, dims, &role)?);
-                removed_shapes.insert(node.input[0].clone());
             }
             _ => kept.push(node),
         }
     }
     graph.node = kept;
-    let still_used: HashSet<String> = graph
-        .node
-        .iter()
-        .flat_map(|n| n.input.iter().cloned())
-        .collect();
-    let dropped: HashSet<String> = removed_shapes
-        .into_iter()
-        .filter(|n| !still_used.contains(n))
-        .collect();
-    graph.initializer.retain(|t| !dropped.contains(&t.name));
-    graph.input.retain(|i| !dropped.contains(&i.name));
     graph.initializer.extend(new_inits);
+    drop_unread_initializers(graph);
     Ok(())
 }
 
@@ -496,8 +484,14 @@ fn fold_batch_norms(proto: &mut ModelProto) -> Result<usize, String> {
         graph.node.remove(i);
         folded += 1;
     }
-    // Drop initializers nothing reads any more (the BatchNorm parameters, replaced biases).
-    // Old-IR graphs also list initializers as graph inputs: drop those entries with them.
+    // The BatchNorm parameters and replaced biases are read by nothing any more.
+    drop_unread_initializers(graph);
+    Ok(folded)
+}
+
+/// Removes the initializers no node reads, and their entries among the graph inputs (old-IR
+/// graphs list every initializer as an input too).
+fn drop_unread_initializers(graph: &mut onnx_ir::GraphProto) {
     let read: HashSet<String> = graph
         .node
         .iter()
@@ -511,7 +505,6 @@ fn fold_batch_norms(proto: &mut ModelProto) -> Result<usize, String> {
         .collect();
     graph.initializer.retain(|t| !dropped.contains(&t.name));
     graph.input.retain(|i| !dropped.contains(&i.name));
-    Ok(folded)
 }
 
 fn synthetic_tensor(
