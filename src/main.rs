@@ -11,12 +11,12 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 use glassbox::explain::lime::{LimeOptions, Segmenter};
 use glassbox::explain::{Cut, Method, OcclusionOptions};
-use glassbox::model::{ChannelOrder, OutputKind, Resize};
+use glassbox::model::{ChannelOrder, OutputKind, Preprocess, Resize};
 use glassbox::perturb::Fill;
 use glassbox::render;
 use glassbox::segment::quickshift::Quickshift;
 use glassbox::segment::slic::Slic;
-use glassbox::view::{View, load_photo, to_input};
+use glassbox::view::{Photo, View, load_photo, to_input};
 use glassbox::{Classifier, Compute, DeviceRequest, ModelInfo};
 use image::ImageEncoder;
 use serde_json::json;
@@ -223,14 +223,8 @@ fn classify(
     let mut ok = Vec::new();
     let mut results = Vec::new();
     for path in images {
-        match load_photo(path) {
-            Ok(photo) => {
-                for note in &photo.notes {
-                    eprintln!("glassbox: {}: {note}", path.display());
-                }
-                let view = View::new(&photo.rgb, pre);
-                ok.push((path, to_input(&view.rgb, pre)));
-            }
+        match open_view(path, pre) {
+            Ok((_, view)) => ok.push((path, to_input(&view.rgb, pre))),
             Err(e) => {
                 failed = true;
                 eprintln!("glassbox: error: {e}");
@@ -533,11 +527,7 @@ fn explain_one(
 ) -> glassbox::Result<String> {
     let info = classifier.info();
     let t = Instant::now();
-    let photo = load_photo(path)?;
-    for note in &photo.notes {
-        eprintln!("glassbox: {}: {note}", path.display());
-    }
-    let view = View::new(&photo.rgb, info.preprocess());
+    let (photo, view) = open_view(path, info.preprocess())?;
     let decode = t.elapsed().as_secs_f64();
     let mut explanation = glassbox::explain::occlusion(classifier, &view, method, options)?;
     explanation.timings.preprocess += decode;
@@ -615,10 +605,7 @@ fn drop_map(e: &glassbox::explain::Explanation) -> Vec<f32> {
     let mut values = vec![0.0; (w * h) as usize];
     for phase in &e.phases {
         for (cell, p) in phase.cells.iter().zip(&phase.p) {
-            for y in cell.y..cell.y + cell.h {
-                values[(y * w + cell.x) as usize..(y * w + cell.x + cell.w) as usize]
-                    .fill(e.probability - p);
-            }
+            cell.fill(&mut values, w, e.probability - p);
         }
     }
     values
@@ -638,11 +625,7 @@ fn explain_lime(
     out: &Path,
 ) -> glassbox::Result<String> {
     let info = classifier.info();
-    let photo = load_photo(path)?;
-    for note in &photo.notes {
-        eprintln!("glassbox: {}: {note}", path.display());
-    }
-    let view = View::new(&photo.rgb, info.preprocess());
+    let (photo, view) = open_view(path, info.preprocess())?;
     let mut e = glassbox::explain::lime::lime(classifier, &view, options)?;
 
     let t = Instant::now();
@@ -700,6 +683,17 @@ fn explain_lime(
         t.regression,
         name("*").display()
     ))
+}
+
+/// Decodes `path`, tells the user what decoding noted (first GIF frame, EXIF rotation), and
+/// fits the photo to the model's input view.
+fn open_view(path: &Path, pre: &Preprocess) -> glassbox::Result<(Photo, View)> {
+    let photo = load_photo(path)?;
+    for note in &photo.notes {
+        eprintln!("glassbox: {}: {note}", path.display());
+    }
+    let view = View::new(&photo.rgb, pre);
+    Ok((photo, view))
 }
 
 /// The kept mask over the view as a PNG (white = kept).

@@ -246,10 +246,7 @@ pub fn occlusion(
     let mut kept = vec![true; (w * h) as usize];
     for phase in &phases {
         for &i in &phase.blacked {
-            let r = phase.cells[i];
-            for y in r.y..r.y + r.h {
-                kept[(y * w + r.x) as usize..(y * w + r.x + r.w) as usize].fill(false);
-            }
+            phase.cells[i].fill(&mut kept, w, false);
         }
     }
     timings.rule += t.elapsed().as_secs_f64();

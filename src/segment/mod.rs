@@ -39,6 +39,14 @@ impl Rect {
         cells
     }
 
+    /// Sets this rectangle's pixels of a row-major `width`-wide buffer to `value`.
+    pub fn fill<T: Copy>(&self, values: &mut [T], width: u32, value: T) {
+        for y in self.y..self.y + self.h {
+            let row = (y * width) as usize;
+            values[row + self.x as usize..row + (self.x + self.w) as usize].fill(value);
+        }
+    }
+
     /// Whether pixel `(x, y)` lies inside.
     pub fn contains(&self, x: u32, y: u32) -> bool {
         x >= self.x && y >= self.y && x < self.x + self.w && y < self.y + self.h
