@@ -4,6 +4,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod classify;
+pub mod compare;
 pub mod device;
 mod error;
 pub mod explain;
@@ -11,6 +12,7 @@ pub mod model;
 pub mod perturb;
 pub mod render;
 pub mod segment;
+pub mod study;
 pub mod view;
 
 pub use classify::{Prediction, Probabilities};

@@ -3,12 +3,14 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use glassbox::compare::{self, Attribution, Explainer, FaithfulnessOptions};
 use glassbox::explain::lime::{LimeOptions, Segmenter};
 use glassbox::explain::{Cut, Method, OcclusionOptions};
 use glassbox::model::{ChannelOrder, OutputKind, Preprocess, Resize};
@@ -53,6 +55,11 @@ enum Command {
     },
     /// Explain each image's prediction with an occlusion method: pictures, curve and JSON.
     Explain(ExplainArgs),
+    /// Two explanations of each image: their Jaccard index, colour overlay and faithfulness.
+    Compare(CompareArgs),
+    /// Compare explainers over a folder of images (resumable, shardable), with the report's
+    /// FLOP 5 / TOP 5 / MEAN tables, timings and contact sheets.
+    Study(StudyArgs),
     /// The built-in models: real or synthetic, preprocessing, provenance.
     Models {
         /// Print JSON instead of text.
@@ -62,6 +69,35 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+}
+
+/// Explainer parameters shared by `explain`, `compare` and `study`.
+#[derive(clap::Args)]
+struct ParamArgs {
+    /// Cells along the longer side of the view.
+    #[arg(long, default_value_t = 10)]
+    grid: u32,
+    /// arbitrary: fraction of the ranked cells blacked out.
+    #[arg(long, default_value_t = 0.7)]
+    keep_fraction: f64,
+    /// statistical, double-division, elbow's fallback: black out cells with p > mean - k*std.
+    #[arg(long, default_value_t = 1.0)]
+    k: f64,
+    /// What occluded cells become: black, grey, mean (segment mean colour) or blur[:SIGMA].
+    #[arg(long, default_value = "black")]
+    fill: String,
+    /// lime: perturbed samples, the original included.
+    #[arg(long, default_value_t = 1000)]
+    samples: usize,
+    /// lime: interpretable features: quickshift (lime's), slic, or the occlusion grid (--grid).
+    #[arg(long, value_enum, default_value_t = SegmentsOpt::Quickshift)]
+    segments: SegmentsOpt,
+    /// lime: segments shown in the mask.
+    #[arg(long, default_value_t = 5)]
+    features: usize,
+    /// Faithfulness: pixel steps of the deletion and insertion curves (0: do not measure).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
 }
 
 #[derive(clap::Args)]
@@ -75,18 +111,8 @@ struct ExplainArgs {
     /// The occlusion rule.
     #[arg(long, value_enum, default_value_t = MethodOpt::Arbitrary)]
     method: MethodOpt,
-    /// Cells along the longer side of the view.
-    #[arg(long, default_value_t = 10)]
-    grid: u32,
-    /// arbitrary: fraction of the ranked cells blacked out.
-    #[arg(long, default_value_t = 0.7)]
-    keep_fraction: f64,
-    /// statistical, double-division, elbow's fallback: black out cells with p > mean - k*std.
-    #[arg(long, default_value_t = 1.0)]
-    k: f64,
-    /// What occluded cells become: black, grey, mean (segment mean colour) or blur[:SIGMA].
-    #[arg(long, default_value = "black")]
-    fill: String,
+    #[command(flatten)]
+    params: ParamArgs,
     /// Explain this class (index or label) instead of the top prediction.
     #[arg(long)]
     class: Option<String>,
@@ -95,24 +121,87 @@ struct ExplainArgs {
     /// Output folder (created if missing).
     #[arg(long, default_value = "glassbox-out")]
     out: PathBuf,
-    /// lime: perturbed samples, the original included.
-    #[arg(long, default_value_t = 1000)]
-    samples: usize,
     /// lime: seed of the sample (lime's random_state: the same seed gives lime's own sample).
     #[arg(long, default_value_t = 0)]
     seed: u32,
-    /// lime: interpretable features: quickshift (lime's), slic, or the occlusion grid (--grid).
-    #[arg(long, value_enum, default_value_t = SegmentsOpt::Quickshift)]
-    segments: SegmentsOpt,
-    /// lime: segments shown in the mask.
-    #[arg(long, default_value_t = 5)]
-    features: usize,
     /// lime: show the top positive segments only, the rest black (lime's default picture).
     #[arg(long, conflicts_with = "signed")]
     positive_only: bool,
     /// lime: show the top segments by |weight|, green for positive and red for negative.
     #[arg(long)]
     signed: bool,
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// Image files.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Explainer A as MODEL:METHOD (e.g. googlenet:arbitrary, efficientnet-lite0:lime).
+    #[arg(long)]
+    a: String,
+    /// Explainer B as MODEL:METHOD.
+    #[arg(long)]
+    b: String,
+    #[command(flatten)]
+    params: ParamArgs,
+    /// lime's seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u32,
+    #[command(flatten)]
+    device: DeviceArg,
+    /// Output folder (created if missing).
+    #[arg(long, default_value = "glassbox-out")]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct StudyArgs {
+    #[command(subcommand)]
+    command: Option<StudyCommand>,
+    /// Image folder: one sub-folder per category (Caltech-256) or images directly.
+    dir: Option<PathBuf>,
+    /// Two explainers to compare on every image, as MODEL:METHOD,MODEL:METHOD (repeatable).
+    /// With --blur, each explainer is compared with itself on the blurred copy.
+    #[arg(long, value_name = "A,B")]
+    pairs: Vec<String>,
+    /// One image per category, chosen with --seed.
+    #[arg(long)]
+    one_per_category: bool,
+    /// Seed of the per-category choice, and lime's seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u32,
+    /// Study the first N images (after the per-category choice).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Compare each image with its Gaussian-blurred copy (sigma in pixels at a 224-px shorter
+    /// side) under the same model and method.
+    #[arg(long, value_name = "SIGMA")]
+    blur: Option<f32>,
+    /// Run part I of N (0 <= I < N); `glassbox study merge` joins the parts.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    #[command(flatten)]
+    params: ParamArgs,
+    #[command(flatten)]
+    device: DeviceArg,
+    /// Output folder (created if missing); a log there is resumed.
+    #[arg(long, default_value = "glassbox-study")]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum StudyCommand {
+    /// Join shard outputs (folders or study*.jsonl files) into one log and report.
+    Merge {
+        /// Shard output folders or logs.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output folder of the merged report.
+        #[arg(long, default_value = "glassbox-study")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -166,6 +255,8 @@ fn main() -> ExitCode {
             json,
         } => classify(&images, model.as_deref(), top, device.device.into(), json),
         Command::Explain(args) => explain(&args),
+        Command::Compare(args) => compare_images(&args),
+        Command::Study(args) => study(&args),
         Command::Models { json, all } => models(json, all),
     };
     match result {
@@ -395,106 +486,135 @@ fn prepare_out_dir(dir: &Path) -> glassbox::Result<()> {
     std::fs::remove_file(&probe).map_err(io)
 }
 
+impl ParamArgs {
+    /// Validates the parameters for `method` on `info` and builds the explainer.
+    fn explainer(
+        &self,
+        method: MethodOpt,
+        info: &ModelInfo,
+        seed: u32,
+        class: Option<usize>,
+    ) -> glassbox::Result<Explainer> {
+        let bad = glassbox::Error::InvalidArgument;
+        if !(0.0..=1.0).contains(&self.keep_fraction) {
+            return Err(bad(format!(
+                "--keep-fraction {} must be between 0 and 1",
+                self.keep_fraction
+            )));
+        }
+        if !self.k.is_finite() {
+            return Err(bad("--k must be a finite number".into()));
+        }
+        let fill = parse_fill(&self.fill)?;
+        let pre = info.preprocess();
+        if self.grid == 0 || self.grid > pre.width.max(pre.height) {
+            return Err(bad(format!(
+                "--grid {} must be between 1 and {}",
+                self.grid,
+                pre.width.max(pre.height)
+            )));
+        }
+        if self.steps > (pre.width * pre.height) as usize {
+            return Err(bad(format!(
+                "--steps {} exceeds the view's {} pixels",
+                self.steps,
+                pre.width * pre.height
+            )));
+        }
+        let options = OcclusionOptions {
+            grid: self.grid,
+            fill,
+            class,
+        };
+        let occlusion = |method| Ok(Explainer::Occlusion { method, options });
+        match method {
+            MethodOpt::Arbitrary => occlusion(Method::Arbitrary {
+                fraction: self.keep_fraction,
+            }),
+            MethodOpt::Statistical => occlusion(Method::Statistical { k: self.k }),
+            MethodOpt::DoubleDivision => occlusion(Method::DoubleDivision { k: self.k }),
+            MethodOpt::Elbow => occlusion(Method::Elbow { k: self.k }),
+            MethodOpt::Lime => {
+                if !matches!(fill, Fill::Black | Fill::Mean) {
+                    return Err(bad("lime's --fill is black or mean".into()));
+                }
+                if !(2..=1_000_000).contains(&self.samples) {
+                    return Err(bad(format!(
+                        "--samples {} must be between 2 and 1000000",
+                        self.samples
+                    )));
+                }
+                if self.features == 0 {
+                    return Err(bad("--features must be at least 1".into()));
+                }
+                Ok(Explainer::Lime(LimeOptions {
+                    samples: self.samples,
+                    seed,
+                    segmenter: match self.segments {
+                        SegmentsOpt::Quickshift => Segmenter::Quickshift(Quickshift::default()),
+                        SegmentsOpt::Slic => Segmenter::Slic(Slic::default()),
+                        SegmentsOpt::Grid => Segmenter::Grid(self.grid),
+                    },
+                    fill,
+                    features: self.features,
+                    class,
+                    ..LimeOptions::default()
+                }))
+            }
+        }
+    }
+
+    /// How faithfulness is measured; `None` with `--steps 0`.
+    fn faithfulness(&self) -> Option<FaithfulnessOptions> {
+        (self.steps > 0).then(|| FaithfulnessOptions {
+            steps: self.steps,
+            ..FaithfulnessOptions::default()
+        })
+    }
+}
+
 fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
-    let method = match args.method {
-        MethodOpt::Arbitrary => Explainer::Occlusion(Method::Arbitrary {
-            fraction: args.keep_fraction,
-        }),
-        MethodOpt::Statistical => Explainer::Occlusion(Method::Statistical { k: args.k }),
-        MethodOpt::DoubleDivision => Explainer::Occlusion(Method::DoubleDivision { k: args.k }),
-        MethodOpt::Elbow => Explainer::Occlusion(Method::Elbow { k: args.k }),
-        MethodOpt::Lime => Explainer::Lime,
-    };
-    if !(0.0..=1.0).contains(&args.keep_fraction) {
-        return Err(glassbox::Error::InvalidArgument(format!(
-            "--keep-fraction {} must be between 0 and 1",
-            args.keep_fraction
-        )));
-    }
-    if !args.k.is_finite() {
-        return Err(glassbox::Error::InvalidArgument(
-            "--k must be a finite number".into(),
-        ));
-    }
-    let fill = parse_fill(&args.fill)?;
     let info = pick_model(args.model.as_deref())?;
-    let pre = info.preprocess();
-    if args.grid == 0 || args.grid > pre.width.max(pre.height) {
-        return Err(glassbox::Error::InvalidArgument(format!(
-            "--grid {} must be between 1 and {}",
-            args.grid,
-            pre.width.max(pre.height)
-        )));
-    }
     let class = args
         .class
         .as_deref()
         .map(|c| info.class_index(c))
         .transpose()?;
-    if matches!(method, Explainer::Lime) {
-        if !matches!(fill, Fill::Black | Fill::Mean) {
-            return Err(glassbox::Error::InvalidArgument(
-                "lime's --fill is black or mean".into(),
-            ));
-        }
-        if !(2..=1_000_000).contains(&args.samples) {
-            return Err(glassbox::Error::InvalidArgument(format!(
-                "--samples {} must be between 2 and 1000000",
-                args.samples
-            )));
-        }
-        if args.features == 0 {
-            return Err(glassbox::Error::InvalidArgument(
-                "--features must be at least 1".into(),
-            ));
-        }
-    }
+    let explainer = args
+        .params
+        .explainer(args.method, &info, args.seed, class)?;
+    let faithfulness = args.params.faithfulness();
     prepare_out_dir(&args.out)?;
     let compute = select_device(args.device.device.into())?;
-    let method_name = match method {
-        Explainer::Occlusion(m) => m.name(),
-        Explainer::Lime => "lime",
-    };
     eprintln!(
-        "glassbox: {} on {}, {method_name} ({})",
+        "glassbox: {} on {}, {} ({})",
         info.id(),
         compute,
-        args.fill
+        explainer.name(),
+        args.params.fill
     );
     let classifier = Classifier::load(info, &compute)?;
-    let options = OcclusionOptions {
-        grid: args.grid,
-        fill,
-        class,
-    };
-    let lime_options = LimeOptions {
-        samples: args.samples,
-        seed: args.seed,
-        segmenter: match args.segments {
-            SegmentsOpt::Quickshift => Segmenter::Quickshift(Quickshift::default()),
-            SegmentsOpt::Slic => Segmenter::Slic(Slic::default()),
-            SegmentsOpt::Grid => Segmenter::Grid(args.grid),
-        },
-        fill,
-        features: args.features,
-        class,
-        ..LimeOptions::default()
-    };
 
     let mut failed = false;
     let total = args.images.len();
     for (n, path) in args.images.iter().enumerate() {
         let started = Instant::now();
-        let result = match method {
-            Explainer::Occlusion(method) => {
-                explain_one(&classifier, path, method, &options, &args.out)
-            }
-            // --positive-only is lime's default picture; clap refuses it together with --signed.
-            Explainer::Lime => explain_lime(
+        let result = match &explainer {
+            Explainer::Occlusion { method, options } => explain_one(
                 &classifier,
                 path,
-                &lime_options,
+                *method,
+                options,
+                faithfulness.as_ref(),
+                &args.out,
+            ),
+            // --positive-only is lime's default picture; clap refuses it together with --signed.
+            Explainer::Lime(options) => explain_lime(
+                &classifier,
+                path,
+                options,
                 args.signed && !args.positive_only,
+                faithfulness.as_ref(),
                 &args.out,
             ),
         };
@@ -523,6 +643,7 @@ fn explain_one(
     path: &Path,
     method: Method,
     options: &OcclusionOptions,
+    faithfulness: Option<&FaithfulnessOptions>,
     out: &Path,
 ) -> glassbox::Result<String> {
     let info = classifier.info();
@@ -577,26 +698,89 @@ fn explain_one(
     };
     render::save_png(&curve.draw()?, &name("curve.png"))?;
     explanation.timings.render = t.elapsed().as_secs_f64();
+    let faith = measure_faithfulness(
+        classifier,
+        &view,
+        &Attribution::from(&explanation),
+        faithfulness,
+        &format!("{stem} · {} · {}", info.id(), method.name()),
+        &name("faithfulness.png"),
+    )?;
 
     let mut doc = explanation.to_json(|i| info.label(i));
     if let Some(obj) = add_context(&mut doc, path, &photo.rgb, &view, classifier) {
-        let files: Vec<String> = ["masked.png", "mask.png", "heatmap.png", "curve.png"]
-            .iter()
-            .map(|s| format!("{base}.{s}"))
-            .collect();
+        let mut files = vec!["masked.png", "mask.png", "heatmap.png", "curve.png"];
+        if let Some((json, _)) = &faith {
+            insert_faithfulness(obj, json);
+            files.push("faithfulness.png");
+        }
+        let files: Vec<String> = files.iter().map(|s| format!("{base}.{s}")).collect();
         obj.insert("outputs".into(), json!(files));
     }
     let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     render::write_atomic(&name("json"), text.as_bytes())?;
     Ok(format!(
-        "{}: {label} ({}) p={:.4}; kept {:.0}% with {} variants → {}",
+        "{}: {label} ({}) p={:.4}; kept {:.0}% with {} variants{} → {}",
         path.display(),
         explanation.class,
         explanation.probability,
         explanation.kept_fraction() * 100.0,
         explanation.variants,
+        faith.map(|(_, s)| s).unwrap_or_default(),
         name("*").display()
     ))
+}
+
+/// Adds faithfulness to an explanation document, its time with the other stages' times.
+fn insert_faithfulness(
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+    faithfulness: &serde_json::Value,
+) {
+    let mut faithfulness = faithfulness.clone();
+    let seconds = faithfulness
+        .as_object_mut()
+        .and_then(|f| f.remove("seconds"));
+    if let (Some(seconds), Some(timings)) = (
+        seconds,
+        obj.get_mut("timings_s").and_then(|t| t.as_object_mut()),
+    ) {
+        timings.insert("faithfulness".into(), seconds);
+    }
+    obj.insert("faithfulness".into(), faithfulness);
+}
+
+/// Deletion and insertion of one explanation (unless `--steps 0`): its chart as `chart`, and
+/// its JSON and a summary fragment.
+fn measure_faithfulness(
+    classifier: &Classifier,
+    view: &View,
+    attribution: &Attribution,
+    options: Option<&FaithfulnessOptions>,
+    title: &str,
+    chart: &Path,
+) -> glassbox::Result<Option<(serde_json::Value, String)>> {
+    let Some(options) = options else {
+        return Ok(None);
+    };
+    let f = compare::faithfulness(classifier, view, attribution, options)?;
+    let label = classifier.info().label(attribution.class).unwrap_or("?");
+    let name = format!("p({label})");
+    let picture = render::faithfulness_chart(
+        &[render::FaithfulnessCurves {
+            name: &name,
+            deletion: &f.deletion,
+            insertion: &f.insertion,
+            deletion_auc: f.deletion_auc,
+            insertion_auc: f.insertion_auc,
+        }],
+        &format!("{title}: faithfulness"),
+    )?;
+    render::save_png(&picture, chart)?;
+    let text = format!(
+        "; deletion AUC {:.3}, insertion AUC {:.3}",
+        f.deletion_auc, f.insertion_auc
+    );
+    Ok(Some((f.to_json(), text)))
 }
 
 /// Per view pixel, the drop in p[c*] when its cell (the finest cell covering it) was occluded.
@@ -611,17 +795,12 @@ fn drop_map(e: &glassbox::explain::Explanation) -> Vec<f32> {
     values
 }
 
-#[derive(Clone, Copy)]
-enum Explainer {
-    Occlusion(Method),
-    Lime,
-}
-
 fn explain_lime(
     classifier: &Classifier,
     path: &Path,
     options: &LimeOptions,
     signed: bool,
+    faithfulness: Option<&FaithfulnessOptions>,
     out: &Path,
 ) -> glassbox::Result<String> {
     let info = classifier.info();
@@ -661,6 +840,14 @@ fn explain_lime(
         &name("heatmap.png"),
     )?;
     e.timings.render = t.elapsed().as_secs_f64();
+    let faith = measure_faithfulness(
+        classifier,
+        &view,
+        &Attribution::from(&e),
+        faithfulness,
+        &format!("{stem} · {} · lime", info.id()),
+        &name("faithfulness.png"),
+    )?;
 
     let mut doc = e.to_json(|i| info.label(i));
     if let Some(obj) = add_context(&mut doc, path, &photo.rgb, &view, classifier) {
@@ -668,12 +855,15 @@ fn explain_lime(
             "picture".into(),
             json!(if signed { "signed" } else { "positive-only" }),
         );
+        if let Some((json, _)) = &faith {
+            insert_faithfulness(obj, json);
+        }
     }
     let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     render::write_atomic(&name("json"), text.as_bytes())?;
     let t = e.timings;
     Ok(format!(
-        "{}: {label} ({}); {} segments, {} samples: segmentation {:.2} s, perturb+classify {:.2} s, regression {:.3} s → {}",
+        "{}: {label} ({}); {} segments, {} samples: segmentation {:.2} s, perturb+classify {:.2} s, regression {:.3} s{} → {}",
         path.display(),
         e.class,
         e.segmentation.count(),
@@ -681,6 +871,7 @@ fn explain_lime(
         t.segmentation,
         t.perturb_classify,
         t.regression,
+        faith.map(|(_, s)| s).unwrap_or_default(),
         name("*").display()
     ))
 }
@@ -729,4 +920,425 @@ fn add_context<'a>(
     );
     obj.insert("device".into(), json!(classifier.compute().to_string()));
     Some(obj)
+}
+
+/// `model:method`, parsed and validated against the shared parameters.
+fn parse_spec(
+    text: &str,
+    params: &ParamArgs,
+    seed: u32,
+) -> glassbox::Result<(String, ModelInfo, Explainer)> {
+    let bad = glassbox::Error::InvalidArgument;
+    let (model, method) = text.trim().split_once(':').ok_or_else(|| {
+        bad(format!(
+            "'{text}' must be MODEL:METHOD, e.g. googlenet:arbitrary"
+        ))
+    })?;
+    let method = MethodOpt::from_str(method, true).map_err(|_| {
+        bad(format!(
+            "'{text}': unknown method '{method}' (arbitrary, statistical, double-division, elbow, lime)"
+        ))
+    })?;
+    let info = ModelInfo::find(model)?;
+    let explainer = params.explainer(method, &info, seed, None)?;
+    Ok((
+        format!("{}:{}", info.id(), explainer.name()),
+        info,
+        explainer,
+    ))
+}
+
+/// Loads each model once (warning once about synthetic weights).
+fn load_models(
+    models: impl IntoIterator<Item = ModelInfo>,
+    compute: &Compute,
+) -> glassbox::Result<HashMap<&'static str, Classifier>> {
+    let mut loaded = HashMap::new();
+    for info in models {
+        if !loaded.contains_key(info.id()) {
+            let info = pick_model(Some(info.id()))?;
+            loaded.insert(info.id(), Classifier::load(info, compute)?);
+        }
+    }
+    Ok(loaded)
+}
+
+fn compare_images(args: &CompareArgs) -> glassbox::Result<ExitCode> {
+    let a = parse_spec(&args.a, &args.params, args.seed)?;
+    let b = parse_spec(&args.b, &args.params, args.seed)?;
+    let faithfulness = args.params.faithfulness();
+    prepare_out_dir(&args.out)?;
+    let compute = select_device(args.device.device.into())?;
+    eprintln!("glassbox: {} vs {} on {compute}", a.0, b.0);
+    let classifiers = load_models([a.1, b.1], &compute)?;
+    let mut failed = false;
+    let total = args.images.len();
+    for (n, path) in args.images.iter().enumerate() {
+        let started = Instant::now();
+        match compare_one(&classifiers, path, &a, &b, faithfulness.as_ref(), &args.out) {
+            Ok(summary) => eprintln!(
+                "[{}/{total}] {summary} ({:.2} s)",
+                n + 1,
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("glassbox: error: {e}");
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn compare_one(
+    classifiers: &HashMap<&'static str, Classifier>,
+    path: &Path,
+    a: &(String, ModelInfo, Explainer),
+    b: &(String, ModelInfo, Explainer),
+    faithfulness: Option<&FaithfulnessOptions>,
+    out: &Path,
+) -> glassbox::Result<String> {
+    let photo = load_photo(path)?;
+    for note in &photo.notes {
+        eprintln!("glassbox: {}: {note}", path.display());
+    }
+    let loaded = |info: &ModelInfo| {
+        classifiers.get(info.id()).ok_or_else(|| {
+            glassbox::Error::InvalidArgument(format!("model '{}' not loaded", info.id()))
+        })
+    };
+    // One view and one set of occlusion scores per model: two rules on one model share them.
+    let mut views: HashMap<&str, (View, Vec<glassbox::explain::CellScores>)> = HashMap::new();
+    let mut sides = Vec::new();
+    for (name, info, explainer) in [a, b] {
+        let classifier = loaded(info)?;
+        let (view, cache) = views
+            .entry(info.id())
+            .or_insert_with(|| (View::new(&photo.rgb, info.preprocess()), Vec::new()));
+        let attribution = compare::run(classifier, view, explainer, cache)?;
+        let faith = faithfulness
+            .map(|o| compare::faithfulness(classifier, view, &attribution, o))
+            .transpose()?;
+        sides.push((name, info, explainer, attribution, faith));
+    }
+    let view = |info: &ModelInfo| {
+        views
+            .get(info.id())
+            .map(|(v, _)| v)
+            .ok_or_else(|| glassbox::Error::InvalidArgument(format!("no view for '{}'", info.id())))
+    };
+    let (sa, sb) = (&sides[0], &sides[1]);
+    let (va, vb) = (view(sa.1)?, view(sb.1)?);
+    let jaccard = compare::jaccard_views(va, &sa.3.kept, vb, &sb.3.kept)?;
+
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+    let slug = |n: &str| n.replace(':', "-");
+    let base = format!("{stem}.{}.vs.{}", slug(&a.0), slug(&b.0));
+    let name = |suffix: &str| out.join(format!("{base}.{suffix}"));
+    render::save_png(
+        &render::overlay(
+            &photo.rgb,
+            (va, &sa.3.kept),
+            (vb, &sb.3.kept),
+            (&a.0, &b.0),
+            &format!("{stem}: Jaccard {jaccard:.3}"),
+        )?,
+        &name("overlay.png"),
+    )?;
+    let mut outputs = vec![format!("{base}.overlay.png")];
+    if let (Some(fa), Some(fb)) = (&sa.4, &sb.4) {
+        let curve = |(n, info, _, attr, _): &(_, &ModelInfo, _, Attribution, _),
+                     f: &'_ compare::Faithfulness| {
+            (
+                format!("{n}: p({})", info.label(attr.class).unwrap_or("?")),
+                f.clone(),
+            )
+        };
+        let (ca, cb) = (curve(sa, fa), curve(sb, fb));
+        let curves: Vec<render::FaithfulnessCurves<'_>> = [&ca, &cb]
+            .iter()
+            .map(|(n, f)| render::FaithfulnessCurves {
+                name: n,
+                deletion: &f.deletion,
+                insertion: &f.insertion,
+                deletion_auc: f.deletion_auc,
+                insertion_auc: f.insertion_auc,
+            })
+            .collect();
+        render::save_png(
+            &render::faithfulness_chart(&curves, &format!("{stem}: faithfulness"))?,
+            &name("faithfulness.png"),
+        )?;
+        outputs.push(format!("{base}.faithfulness.png"));
+    }
+    outputs.push(format!("{base}.json"));
+    let side_json = |(n, info, explainer, attr, faith): &(
+        &String,
+        &ModelInfo,
+        &Explainer,
+        Attribution,
+        Option<compare::Faithfulness>,
+    )| {
+        json!({
+            "name": n, "model": { "id": info.id(), "synthetic": info.synthetic() },
+            "explainer": explainer.describe(),
+            "class": { "index": attr.class, "label": info.label(attr.class), "probability": attr.probability },
+            "kept_fraction": attr.kept_fraction(), "variants": attr.variants, "seconds": attr.seconds,
+            "faithfulness": faith.as_ref().map(compare::Faithfulness::to_json),
+            "mask": { "width": attr.size.0, "height": attr.size.1, "runs": glassbox::study::runs(&attr.kept) },
+        })
+    };
+    let doc = json!({
+        "image": path, "photo_size": [photo.rgb.width(), photo.rgb.height()],
+        "device": loaded(sa.1)?.compute().to_string(),
+        "a": side_json(sa), "b": side_json(sb),
+        "jaccard": jaccard,
+        "same_prediction": sa.1.label(sa.3.class) == sb.1.label(sb.3.class),
+        "outputs": outputs,
+    });
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    render::write_atomic(&name("json"), text.as_bytes())?;
+    let describe = |(n, info, _, attr, faith): &(
+        &String,
+        &ModelInfo,
+        &Explainer,
+        Attribution,
+        Option<compare::Faithfulness>,
+    )| {
+        let f = faith.as_ref().map_or(String::new(), |f| {
+            format!(
+                ", deletion {:.3}, insertion {:.3}",
+                f.deletion_auc, f.insertion_auc
+            )
+        });
+        format!(
+            "{n}: {} p={:.3} kept {:.0}%{f}",
+            info.label(attr.class).unwrap_or("?"),
+            attr.probability,
+            attr.kept_fraction() * 100.0
+        )
+    };
+    Ok(format!(
+        "{}: Jaccard {jaccard:.3} | A {} | B {} → {}",
+        path.display(),
+        describe(sa),
+        describe(sb),
+        name("*").display()
+    ))
+}
+
+fn study(args: &StudyArgs) -> glassbox::Result<ExitCode> {
+    use glassbox::study::{Shard, Spec, Study, StudyConfig};
+    let bad = glassbox::Error::InvalidArgument;
+    if let Some(StudyCommand::Merge { inputs, out }) = &args.command {
+        prepare_out_dir(out)?;
+        let report = glassbox::study::merge(inputs, out)?;
+        print_report(&report, out);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let dir = args
+        .dir
+        .as_ref()
+        .ok_or_else(|| bad("study needs a folder of images (or: study merge OUT...)".into()))?;
+    if args.pairs.is_empty() {
+        return Err(bad(
+            "give at least one --pairs MODEL:METHOD,MODEL:METHOD".into()
+        ));
+    }
+    if let Some(sigma) = args.blur
+        && !(sigma > 0.0 && sigma <= 100.0)
+    {
+        return Err(bad(format!("--blur {sigma} must be in (0, 100]")));
+    }
+    if args.limit == Some(0) {
+        return Err(bad("--limit must be at least 1".into()));
+    }
+    let shard = args
+        .shard
+        .as_deref()
+        .map(Shard::parse)
+        .transpose()?
+        .unwrap_or(Shard::ALL);
+    let mut specs: Vec<Spec> = Vec::new();
+    let mut pairs = Vec::new();
+    for pair in &args.pairs {
+        let parts: Vec<&str> = pair.split(',').collect();
+        let ok = parts.len() == 2 || (parts.len() == 1 && args.blur.is_some());
+        if !ok {
+            return Err(bad(format!(
+                "--pairs '{pair}' must be A,B (each MODEL:METHOD){}",
+                if args.blur.is_some() {
+                    " or, with --blur, one MODEL:METHOD"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let mut index = Vec::new();
+        for part in &parts {
+            let (name, model, explainer) = parse_spec(part, &args.params, args.seed)?;
+            let i = match specs.iter().position(|s| s.name == name) {
+                Some(i) => i,
+                None => {
+                    specs.push(Spec {
+                        name,
+                        model,
+                        explainer,
+                    });
+                    specs.len() - 1
+                }
+            };
+            index.push(i);
+        }
+        pairs.push((index[0], *index.last().unwrap_or(&index[0])));
+    }
+    let dir = std::fs::canonicalize(dir).map_err(|source| glassbox::Error::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let faithfulness = args
+        .params
+        .faithfulness()
+        .ok_or_else(|| bad("a study measures faithfulness: --steps must be at least 1".into()))?;
+    let config = StudyConfig {
+        dir,
+        comparisons: StudyConfig::comparisons_for(&pairs, args.blur.is_some()),
+        specs,
+        one_per_category: args.one_per_category,
+        seed: args.seed as u64,
+        limit: args.limit,
+        blur: args.blur,
+        faithfulness,
+    };
+    prepare_out_dir(&args.out)?;
+    let mut study = Study::open(config, shard, &args.out)?;
+    let total = study.items().count();
+    if study.resumed() > 0 {
+        eprintln!(
+            "glassbox: resuming {}: {} of {total} images already done",
+            study.log_path().display(),
+            study.resumed()
+        );
+    }
+    let compute = select_device(args.device.device.into())?;
+    eprintln!(
+        "glassbox: study of {total} images{} on {compute}",
+        if shard.count > 1 {
+            format!(" (shard {}/{})", shard.index, shard.count)
+        } else {
+            String::new()
+        }
+    );
+    let classifiers = load_models(study.models(), &compute)?;
+    let mut bar = Bar::new();
+    study.run(&classifiers, |p| bar.update(&p))?;
+    bar.finish();
+    let report = study.report(&args.out)?;
+    print_report(&report, &args.out);
+    Ok(if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn print_report(report: &glassbox::study::Report, out: &Path) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "{} of {} images studied{}",
+        report.studied,
+        report.images,
+        if report.missing > 0 {
+            format!(", {} missing", report.missing)
+        } else {
+            String::new()
+        }
+    );
+    for t in &report.comparisons {
+        let _ = writeln!(
+            stdout,
+            "{}: mean Jaccard {:.3} over {} images; {} prediction changes",
+            t.comparison,
+            t.mean_jaccard,
+            t.images,
+            t.prediction_changes.len()
+        );
+    }
+    for e in &report.explainers {
+        let _ = writeln!(
+            stdout,
+            "  {}: deletion AUC {:.3}, insertion AUC {:.3}, {:.3} s per explanation",
+            e.name, e.mean_deletion_auc, e.mean_insertion_auc, e.mean_seconds
+        );
+    }
+    for f in &report.files {
+        let _ = writeln!(stdout, "wrote {}", out.join(f).display());
+    }
+}
+
+/// A progress bar with ETA on a terminal; one line per image otherwise (logs, CI).
+struct Bar {
+    tty: bool,
+    started: Instant,
+    processed: usize,
+}
+
+impl Bar {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            tty: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            processed: 0,
+        }
+    }
+
+    fn update(&mut self, p: &glassbox::study::Progress<'_>) {
+        self.processed += 1;
+        let per = self.started.elapsed().as_secs_f64() / self.processed as f64;
+        let left = p.total.saturating_sub(p.done);
+        let eta = per * left as f64;
+        let width = 24;
+        let filled = (width * p.done).checked_div(p.total).unwrap_or(width);
+        let line = format!(
+            "[{}{}] {}/{} images, {per:.2} s/image, ETA {}",
+            "=".repeat(filled),
+            " ".repeat(width - filled.min(width)),
+            p.done,
+            p.total,
+            if eta >= 60.0 {
+                format!("{}m{:02}s", eta as u64 / 60, eta as u64 % 60)
+            } else {
+                format!("{eta:.0}s")
+            }
+        );
+        if let Some(e) = &p.row.error {
+            if self.tty {
+                eprint!("\r\x1b[K");
+            }
+            eprintln!("glassbox: error: {e}");
+        }
+        let jaccards: Vec<String> = p
+            .row
+            .outcomes
+            .iter()
+            .map(|o| format!("J={:.2}", o.jaccard))
+            .collect();
+        if self.tty {
+            eprint!("\r\x1b[K{line}  {}", p.row.image);
+        } else {
+            eprintln!("{line}  {} {}", p.row.image, jaccards.join(" "));
+        }
+    }
+
+    fn finish(&self) {
+        if self.tty && self.processed > 0 {
+            eprintln!();
+        }
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::classify::Prediction;
+use crate::classify::{Prediction, Probabilities};
 use crate::model::Classifier;
 use crate::perturb::{Fill, KeepMatrix, Perturber};
 use crate::segment::{Rect, Segmentation};
@@ -146,37 +146,39 @@ pub struct Explanation {
     pub notes: Vec<String>,
 }
 
-/// Explains `view` (the classifier's input view) with an occlusion `method`.
-pub fn occlusion(
+/// The single-cell occlusion scores of one view: the unoccluded view and one variant per cell
+/// of a `grid`, classified. Every rule of the same grid and fill reads the same scores, so a
+/// study that compares rules computes them once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellScores {
+    /// Cells along the longer side.
+    pub grid: u32,
+    /// The fill of the occluded cell.
+    pub fill: Fill,
+    /// The cells, in view pixels.
+    pub cells: Vec<Rect>,
+    /// Row 0: the unoccluded view; row `1 + i`: cell `i` occluded.
+    pub probabilities: Probabilities,
+    /// Time spent: `preprocess` and `perturb_classify` are filled in.
+    pub timings: Timings,
+}
+
+/// Classifies `view` and its single-cell occlusions on a `grid` with `fill`.
+pub fn cell_scores(
     classifier: &Classifier,
     view: &View,
-    method: Method,
-    options: &OcclusionOptions,
-) -> Result<Explanation> {
-    check_method(&method)?;
+    grid: u32,
+    fill: Fill,
+) -> Result<CellScores> {
     let (w, h) = view.rgb.dimensions();
-    if let Some(c) = options.class
-        && c >= classifier.info().classes()
-    {
-        return Err(Error::UnknownClass {
-            model: classifier.info().id().into(),
-            class: c.to_string(),
-        });
-    }
-    let g = if matches!(method, Method::DoubleDivision { .. }) {
-        3
-    } else {
-        options.grid
-    };
     let mut timings = Timings::default();
-
     let t = Instant::now();
-    let segmentation = Segmentation::grid(w, h, g)?;
+    let segmentation = Segmentation::grid(w, h, grid)?;
     let cells = segmentation
         .cells()
         .map(<[Rect]>::to_vec)
         .unwrap_or_default();
-    let perturber = Perturber::new(classifier, &view.rgb, &segmentation, options.fill)?;
+    let perturber = Perturber::new(classifier, &view.rgb, &segmentation, fill)?;
     timings.preprocess = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
@@ -185,8 +187,73 @@ pub fn occlusion(
     for i in 0..cells.len() {
         keep.push_hiding(&[i]);
     }
-    let probs = perturber.run(&keep)?;
+    let probabilities = perturber.run(&keep)?;
     timings.perturb_classify = t.elapsed().as_secs_f64();
+    Ok(CellScores {
+        grid,
+        fill,
+        cells,
+        probabilities,
+        timings,
+    })
+}
+
+/// The grid a method occludes first: `options.grid`, or 3 for double division.
+pub fn first_grid(method: &Method, options: &OcclusionOptions) -> u32 {
+    if matches!(method, Method::DoubleDivision { .. }) {
+        3
+    } else {
+        options.grid
+    }
+}
+
+/// Explains `view` (the classifier's input view) with an occlusion `method`.
+pub fn occlusion(
+    classifier: &Classifier,
+    view: &View,
+    method: Method,
+    options: &OcclusionOptions,
+) -> Result<Explanation> {
+    check(classifier, &method, options)?;
+    let scores = cell_scores(classifier, view, first_grid(&method, options), options.fill)?;
+    occlusion_from(classifier, view, &scores, method, options)
+}
+
+fn check(classifier: &Classifier, method: &Method, options: &OcclusionOptions) -> Result<()> {
+    check_method(method)?;
+    if let Some(c) = options.class
+        && c >= classifier.info().classes()
+    {
+        return Err(Error::UnknownClass {
+            model: classifier.info().id().into(),
+            class: c.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// As [`occlusion`], from single-cell `scores` already computed for this view with the method's
+/// first grid and the options' fill (see [`cell_scores`] and [`first_grid`]). The explanation's
+/// timings include the time the scores took, so it reads as if computed alone.
+pub fn occlusion_from(
+    classifier: &Classifier,
+    view: &View,
+    scores: &CellScores,
+    method: Method,
+    options: &OcclusionOptions,
+) -> Result<Explanation> {
+    check(classifier, &method, options)?;
+    let g = first_grid(&method, options);
+    if scores.grid != g || scores.fill != options.fill {
+        return Err(Error::InvalidArgument(format!(
+            "cell scores were computed for grid {} and fill {:?}, the method needs grid {g} and fill {:?}",
+            scores.grid, scores.fill, options.fill
+        )));
+    }
+    let (w, h) = view.rgb.dimensions();
+    let mut timings = scores.timings;
+    let cells = scores.cells.clone();
+    let probs = &scores.probabilities;
 
     let t = Instant::now();
     let class = options.class.unwrap_or_else(|| probs.argmax(0));
@@ -197,7 +264,7 @@ pub fn occlusion(
     let mut notes = Vec::new();
     let first = decide(method, cells, p, argmax, class, &mut notes);
     timings.rule = t.elapsed().as_secs_f64();
-    let mut variants = keep.rows();
+    let mut variants = probs.rows();
     let mut phases = vec![first];
 
     if let Method::DoubleDivision { k } = method {

@@ -3,8 +3,10 @@
 mod chunking;
 mod cli;
 mod common;
+mod compare;
 mod explain;
 mod gpu;
 mod known_answers;
 mod lime;
 mod parity;
+mod study;
