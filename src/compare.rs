@@ -397,3 +397,42 @@ pub fn faithfulness(
         seconds: t.elapsed().as_secs_f64(),
     })
 }
+
+/// Faithfulness already measured on one view, by class, fill and pixel order: rules that rank
+/// the cells identically (arbitrary, statistical and elbow read the same ranking) share their
+/// curves instead of classifying them again.
+#[derive(Debug, Clone, Default)]
+pub struct FaithfulnessCache {
+    entries: Vec<(usize, Fill, Vec<f32>, FaithfulnessOptions, Faithfulness)>,
+}
+
+impl FaithfulnessCache {
+    /// [`faithfulness`], or the curves of an earlier explanation of this view with the same
+    /// class, fill, options and importance (then `seconds` is the time they took then).
+    pub fn measure(
+        &mut self,
+        classifier: &Classifier,
+        view: &View,
+        attribution: &Attribution,
+        options: &FaithfulnessOptions,
+    ) -> Result<Faithfulness> {
+        let found = self.entries.iter().find(|(class, fill, importance, o, _)| {
+            *class == attribution.class
+                && *fill == attribution.fill
+                && o == options
+                && *importance == attribution.importance
+        });
+        if let Some((.., f)) = found {
+            return Ok(f.clone());
+        }
+        let f = faithfulness(classifier, view, attribution, options)?;
+        self.entries.push((
+            attribution.class,
+            attribution.fill,
+            attribution.importance.clone(),
+            *options,
+            f.clone(),
+        ));
+        Ok(f)
+    }
+}

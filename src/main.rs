@@ -1012,23 +1012,34 @@ fn compare_one(
         })
     };
     // One view and one set of occlusion scores per model: two rules on one model share them.
-    let mut views: HashMap<&str, (View, Vec<glassbox::explain::CellScores>)> = HashMap::new();
+    let mut views: HashMap<
+        &str,
+        (
+            View,
+            Vec<glassbox::explain::CellScores>,
+            compare::FaithfulnessCache,
+        ),
+    > = HashMap::new();
     let mut sides = Vec::new();
     for (name, info, explainer) in [a, b] {
         let classifier = loaded(info)?;
-        let (view, cache) = views
-            .entry(info.id())
-            .or_insert_with(|| (View::new(&photo.rgb, info.preprocess()), Vec::new()));
-        let attribution = compare::run(classifier, view, explainer, cache)?;
+        let (view, scores, curves) = views.entry(info.id()).or_insert_with(|| {
+            (
+                View::new(&photo.rgb, info.preprocess()),
+                Vec::new(),
+                compare::FaithfulnessCache::default(),
+            )
+        });
+        let attribution = compare::run(classifier, view, explainer, scores)?;
         let faith = faithfulness
-            .map(|o| compare::faithfulness(classifier, view, &attribution, o))
+            .map(|o| curves.measure(classifier, view, &attribution, o))
             .transpose()?;
         sides.push((name, info, explainer, attribution, faith));
     }
     let view = |info: &ModelInfo| {
         views
             .get(info.id())
-            .map(|(v, _)| v)
+            .map(|(v, ..)| v)
             .ok_or_else(|| glassbox::Error::InvalidArgument(format!("no view for '{}'", info.id())))
     };
     let (sa, sb) = (&sides[0], &sides[1]);

@@ -18,7 +18,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::compare::{self, Explainer, FaithfulnessOptions};
+use crate::compare::{self, Explainer, FaithfulnessCache, FaithfulnessOptions};
 use crate::explain::CellScores;
 use crate::model::{Classifier, ModelInfo};
 use crate::render;
@@ -656,10 +656,11 @@ fn study_image(
             return Ok(row);
         }
     };
-    // Shared by every explainer of the image: the blurred copy, each model's view and the
-    // occlusion scores of each (model, copy, grid, fill).
+    // Shared by every explainer of the image: the blurred copy, each model's view, the occlusion
+    // scores of each (model, copy, grid, fill) and the faithfulness curves of each pixel order.
     let blurred = config.blur.map(|s| blur_photo(&photo, s));
-    let mut views: HashMap<(&str, bool), (View, Vec<CellScores>)> = HashMap::new();
+    let mut views: HashMap<(&str, bool), (View, Vec<CellScores>, FaithfulnessCache)> =
+        HashMap::new();
     let mut sides: HashMap<Side, (Explained, Vec<bool>)> = HashMap::new();
     for &(a, b) in &config.comparisons {
         for side in [a, b] {
@@ -677,12 +678,17 @@ fn study_image(
                 (Some(b), true) => b,
                 _ => &photo,
             };
-            let (view, cache) = views
+            let (view, scores, curves) = views
                 .entry((spec.model.id(), side.blurred))
-                .or_insert_with(|| (View::new(source, spec.model.preprocess()), Vec::new()));
-            let attribution = compare::run(classifier, view, &spec.explainer, cache)?;
-            let faith =
-                compare::faithfulness(classifier, view, &attribution, &config.faithfulness)?;
+                .or_insert_with(|| {
+                    (
+                        View::new(source, spec.model.preprocess()),
+                        Vec::new(),
+                        FaithfulnessCache::default(),
+                    )
+                });
+            let attribution = compare::run(classifier, view, &spec.explainer, scores)?;
+            let faith = curves.measure(classifier, view, &attribution, &config.faithfulness)?;
             let explained = Explained {
                 name: config.side_name(side),
                 class: attribution.class,
@@ -707,7 +713,7 @@ fn study_image(
                 .specs
                 .get(side.spec)
                 .and_then(|s| views.get(&(s.model.id(), side.blurred)))
-                .map(|(v, _)| v)
+                .map(|(v, ..)| v)
         };
         let (Some(va), Some(vb)) = (view(a), view(b)) else {
             continue;

@@ -196,4 +196,35 @@ fn shared_cell_scores_give_the_same_explanations() {
         vec![10, 3],
         "one 10×10 set shared, one 3×3 for double division"
     );
+
+    // Arbitrary and elbow read the same ranking, so they order the pixels alike and share one
+    // pair of faithfulness curves, equal to measuring afresh; double division does not.
+    let attribution = |method| {
+        Attribution::from(&occlusion(&classifier, &view, method, &options).expect("explain"))
+    };
+    let (arb, elbow, dd) = (
+        attribution(Method::Arbitrary { fraction: 0.7 }),
+        attribution(Method::Elbow { k: 1.0 }),
+        attribution(dd),
+    );
+    assert_eq!(arb.importance, elbow.importance);
+    assert_ne!(arb.kept, elbow.kept, "different cuts of one ranking");
+    let o = FaithfulnessOptions::default();
+    let mut curves = compare::FaithfulnessCache::default();
+    let first = curves
+        .measure(&classifier, &view, &arb, &o)
+        .expect("measure");
+    let shared = curves
+        .measure(&classifier, &view, &elbow, &o)
+        .expect("reuse");
+    assert_eq!(shared, first, "reused, seconds included");
+    let fresh = compare::faithfulness(&classifier, &view, &elbow, &o).expect("fresh");
+    assert_eq!(
+        (fresh.deletion, fresh.insertion),
+        (first.deletion.clone(), first.insertion.clone())
+    );
+    let other = curves
+        .measure(&classifier, &view, &dd, &o)
+        .expect("measure");
+    assert_ne!(other.deletion, first.deletion);
 }
