@@ -56,6 +56,24 @@ impl Probabilities {
             })
             .collect()
     }
+    /// `first` as row 0, then the rows of `rest` (which must have `first.len()` classes, or no
+    /// rows).
+    pub fn with_first_row(first: &[f32], rest: Probabilities) -> Result<Probabilities> {
+        if rest.rows() > 0 && rest.classes != first.len() {
+            return Err(Error::InvalidArgument(format!(
+                "a row of {} classes cannot head rows of {}",
+                first.len(),
+                rest.classes
+            )));
+        }
+        let mut values = first.to_vec();
+        values.extend_from_slice(&rest.values);
+        Ok(Probabilities {
+            values,
+            classes: first.len(),
+        })
+    }
+
     /// The most probable class of row `i` (lowest index on ties).
     pub fn argmax(&self, i: usize) -> usize {
         self.top(i, 1).first().map_or(0, |p| p.class)

@@ -13,9 +13,10 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::explain::lime::{LimeExplanation, LimeOptions, Segmenter, lime};
+use crate::explain::lime::{LimeExplanation, LimeOptions, Segmenter, lime_given};
 use crate::explain::{
-    CellScores, Explanation, Method, OcclusionOptions, cell_scores, first_grid, occlusion_from,
+    CellScores, Explanation, Method, OcclusionOptions, cell_scores_given, first_grid,
+    occlusion_from,
 };
 use crate::model::Classifier;
 use crate::perturb::{Fill, KeepMatrix, Perturber};
@@ -167,37 +168,70 @@ impl From<&LimeExplanation> for Attribution {
             kept: e.kept.clone(),
             importance: e.weight_map(e.class),
             fill: e.options.fill,
-            variants: e.options.samples + 1,
+            variants: e.options.samples,
             seconds: t.segmentation + t.perturb_classify + t.regression,
         }
     }
 }
 
-/// Runs `explainer` on `view`. Occlusion reuses matching single-cell scores from `cache` and
-/// adds the ones it computes, so rules sharing a grid and fill classify their variants once.
+/// What explanations of one view share, so that nothing is classified twice: the view's own
+/// prediction, the single-cell occlusion scores of each grid and fill, and the faithfulness
+/// curves of each pixel order.
+#[derive(Debug, Clone, Default)]
+pub struct ViewCache {
+    base: Option<Vec<f32>>,
+    scores: Vec<CellScores>,
+    /// Faithfulness curves measured on the view.
+    pub curves: FaithfulnessCache,
+}
+
+impl ViewCache {
+    /// The view's unperturbed probabilities, once an explainer has computed them.
+    pub fn base(&self) -> Option<&[f32]> {
+        self.base.as_deref()
+    }
+
+    /// How many sets of single-cell occlusion scores are held, by grid.
+    pub fn grids(&self) -> Vec<u32> {
+        self.scores.iter().map(|s| s.grid).collect()
+    }
+}
+
+/// Runs `explainer` on `view`, reusing and filling `cache`: occlusion rules of one grid and fill
+/// read one set of single-cell scores, and the view's prediction is classified once.
 pub fn run(
     classifier: &Classifier,
     view: &View,
     explainer: &Explainer,
-    cache: &mut Vec<CellScores>,
+    cache: &mut ViewCache,
 ) -> Result<Attribution> {
     match explainer {
         Explainer::Occlusion { method, options } => {
             let g = first_grid(method, options);
             let found = cache
+                .scores
                 .iter()
                 .position(|s| s.grid == g && s.fill == options.fill);
             let index = match found {
                 Some(i) => i,
                 None => {
-                    cache.push(cell_scores(classifier, view, g, options.fill)?);
-                    cache.len() - 1
+                    let scores =
+                        cell_scores_given(classifier, view, g, options.fill, cache.base())?;
+                    cache.base = Some(scores.probabilities.row(0).to_vec());
+                    cache.scores.push(scores);
+                    cache.scores.len() - 1
                 }
             };
-            let e = occlusion_from(classifier, view, &cache[index], *method, options)?;
+            let e = occlusion_from(classifier, view, &cache.scores[index], *method, options)?;
             Ok(Attribution::from(&e))
         }
-        Explainer::Lime(options) => Ok(Attribution::from(&lime(classifier, view, options)?)),
+        Explainer::Lime(options) => {
+            let e = lime_given(classifier, view, options, cache.base())?;
+            if cache.base.is_none() {
+                cache.base = Some(e.original.clone());
+            }
+            Ok(Attribution::from(&e))
+        }
     }
 }
 

@@ -1012,27 +1012,19 @@ fn compare_one(
         })
     };
     // One view and one set of occlusion scores per model: two rules on one model share them.
-    let mut views: HashMap<
-        &str,
-        (
-            View,
-            Vec<glassbox::explain::CellScores>,
-            compare::FaithfulnessCache,
-        ),
-    > = HashMap::new();
+    let mut views: HashMap<&str, (View, compare::ViewCache)> = HashMap::new();
     let mut sides = Vec::new();
     for (name, info, explainer) in [a, b] {
         let classifier = loaded(info)?;
-        let (view, scores, curves) = views.entry(info.id()).or_insert_with(|| {
+        let (view, cache) = views.entry(info.id()).or_insert_with(|| {
             (
                 View::new(&photo.rgb, info.preprocess()),
-                Vec::new(),
-                compare::FaithfulnessCache::default(),
+                compare::ViewCache::default(),
             )
         });
-        let attribution = compare::run(classifier, view, explainer, scores)?;
+        let attribution = compare::run(classifier, view, explainer, cache)?;
         let faith = faithfulness
-            .map(|o| curves.measure(classifier, view, &attribution, o))
+            .map(|o| cache.curves.measure(classifier, view, &attribution, o))
             .transpose()?;
         sides.push((name, info, explainer, attribution, faith));
     }

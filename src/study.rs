@@ -18,8 +18,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::compare::{self, Explainer, FaithfulnessCache, FaithfulnessOptions};
-use crate::explain::CellScores;
+use crate::compare::{self, Explainer, FaithfulnessOptions, ViewCache};
 use crate::model::{Classifier, ModelInfo};
 use crate::render;
 use crate::view::{View, load_photo};
@@ -659,8 +658,7 @@ fn study_image(
     // Shared by every explainer of the image: the blurred copy, each model's view, the occlusion
     // scores of each (model, copy, grid, fill) and the faithfulness curves of each pixel order.
     let blurred = config.blur.map(|s| blur_photo(&photo, s));
-    let mut views: HashMap<(&str, bool), (View, Vec<CellScores>, FaithfulnessCache)> =
-        HashMap::new();
+    let mut views: HashMap<(&str, bool), (View, ViewCache)> = HashMap::new();
     let mut sides: HashMap<Side, (Explained, Vec<bool>)> = HashMap::new();
     for &(a, b) in &config.comparisons {
         for side in [a, b] {
@@ -678,17 +676,19 @@ fn study_image(
                 (Some(b), true) => b,
                 _ => &photo,
             };
-            let (view, scores, curves) = views
+            let (view, cache) = views
                 .entry((spec.model.id(), side.blurred))
                 .or_insert_with(|| {
                     (
                         View::new(source, spec.model.preprocess()),
-                        Vec::new(),
-                        FaithfulnessCache::default(),
+                        ViewCache::default(),
                     )
                 });
-            let attribution = compare::run(classifier, view, &spec.explainer, scores)?;
-            let faith = curves.measure(classifier, view, &attribution, &config.faithfulness)?;
+            let attribution = compare::run(classifier, view, &spec.explainer, cache)?;
+            let faith =
+                cache
+                    .curves
+                    .measure(classifier, view, &attribution, &config.faithfulness)?;
             let explained = Explained {
                 name: config.side_name(side),
                 class: attribution.class,

@@ -155,6 +155,8 @@ pub struct LimeExplanation {
     pub models: Vec<LocalModel>,
     /// Probability of each explained class on the original view.
     pub probabilities: Vec<f32>,
+    /// Probabilities of every class on the original view.
+    pub original: Vec<f32>,
     /// The class the mask is for: `options.class`, else the top one.
     pub class: usize,
     /// Kept view pixels of the mask for `class` (positive segments), row-major.
@@ -168,6 +170,17 @@ pub fn lime(
     classifier: &Classifier,
     view: &View,
     options: &LimeOptions,
+) -> Result<LimeExplanation> {
+    lime_given(classifier, view, options, None)
+}
+
+/// As [`lime`], with the original view's probabilities `base` (all classes) already known.
+/// The original (the sample's row 0) is classified once either way, never twice.
+pub fn lime_given(
+    classifier: &Classifier,
+    view: &View,
+    options: &LimeOptions,
+    base: Option<&[f32]>,
 ) -> Result<LimeExplanation> {
     if options.samples < 2 {
         return Err(Error::InvalidArgument(format!(
@@ -196,17 +209,30 @@ pub fn lime(
 
     let t = Instant::now();
     let data = sample(options.seed, options.samples, segmentation.count());
+    // Row 0 is the original (all ones): it is the base prediction, not classified again.
     let mut keep = KeepMatrix::new(segmentation.count());
-    for row in data.chunks(segmentation.count().max(1)) {
+    for row in data.chunks(segmentation.count().max(1)).skip(1) {
         keep.push_row(&row.iter().map(|b| *b == 1).collect::<Vec<_>>());
     }
     let perturber = Perturber::new(classifier, &view.rgb, &segmentation, options.fill)?;
     // The explained classes are the original's top ones: classify it alone first, then keep
     // only those columns for every sample, so memory grows with samples × 5, not × classes.
-    let mut original = KeepMatrix::new(segmentation.count());
-    original.push_all();
-    let first = perturber.run(&original)?;
-    let mut classes = top_labels(first.row(0), options.top_labels);
+    let first: Vec<f32> = match base {
+        Some(base) if base.len() == classifier.info().classes() => base.to_vec(),
+        Some(base) => {
+            return Err(Error::InvalidArgument(format!(
+                "a base prediction of {} classes for a model of {}",
+                base.len(),
+                classifier.info().classes()
+            )));
+        }
+        None => {
+            let mut original = KeepMatrix::new(segmentation.count());
+            original.push_all();
+            perturber.run(&original)?.row(0).to_vec()
+        }
+    };
+    let mut classes = top_labels(&first, options.top_labels);
     if let Some(c) = options.class
         && !classes.contains(&c)
     {
@@ -223,7 +249,13 @@ pub fn lime(
         .iter()
         .enumerate()
         .map(|(k, &c)| {
-            let y = DVector::from_fn(options.samples, |i, _| probs.row(i)[k] as f64);
+            let y = DVector::from_fn(options.samples, |i, _| {
+                if i == 0 {
+                    first[c] as f64
+                } else {
+                    probs.row(i - 1)[k] as f64
+                }
+            });
             ridge(&x, &y, &kernel, options.alpha).map(
                 |(intercept, weights, score, local_prediction)| LocalModel {
                     class: c,
@@ -248,12 +280,13 @@ pub fn lime(
         .iter()
         .map(|l| chosen.contains(&(*l as usize)))
         .collect();
-    let probabilities = classes.iter().map(|&c| first.row(0)[c]).collect();
+    let probabilities = classes.iter().map(|&c| first[c]).collect();
     Ok(LimeExplanation {
         options: *options,
         segmentation,
         models,
         probabilities,
+        original: first,
         class,
         kept,
         timings,

@@ -170,6 +170,18 @@ pub fn cell_scores(
     grid: u32,
     fill: Fill,
 ) -> Result<CellScores> {
+    cell_scores_given(classifier, view, grid, fill, None)
+}
+
+/// As [`cell_scores`], with the unperturbed view's probabilities `base` (all classes) already
+/// known, so that only the occluded variants are classified.
+pub fn cell_scores_given(
+    classifier: &Classifier,
+    view: &View,
+    grid: u32,
+    fill: Fill,
+    base: Option<&[f32]>,
+) -> Result<CellScores> {
     let (w, h) = view.rgb.dimensions();
     let mut timings = Timings::default();
     let t = Instant::now();
@@ -183,11 +195,16 @@ pub fn cell_scores(
 
     let t = Instant::now();
     let mut keep = KeepMatrix::new(cells.len());
-    keep.push_all();
+    if base.is_none() {
+        keep.push_all();
+    }
     for i in 0..cells.len() {
         keep.push_hiding(&[i]);
     }
-    let probabilities = perturber.run(&keep)?;
+    let probabilities = match base {
+        Some(base) => Probabilities::with_first_row(base, perturber.run(&keep)?)?,
+        None => perturber.run(&keep)?,
+    };
     timings.perturb_classify = t.elapsed().as_secs_f64();
     Ok(CellScores {
         grid,

@@ -4,6 +4,7 @@
 use glassbox::compare::{
     self, Attribution, Explainer, FaithfulnessOptions, auc, bands, jaccard, jaccard_views,
 };
+use glassbox::explain::lime::{LimeOptions, lime, lime_given};
 use glassbox::explain::{Method, OcclusionOptions, cell_scores, occlusion, occlusion_from};
 use glassbox::render::{BOTH, ONLY_A, ONLY_B, overlay_pixel, superpose};
 use glassbox::view::View;
@@ -176,7 +177,7 @@ fn shared_cell_scores_give_the_same_explanations() {
     let dd = Method::DoubleDivision { k: 1.0 };
     assert!(occlusion_from(&classifier, &view, &scores, dd, &options).is_err());
 
-    let mut cache = Vec::new();
+    let mut cache = compare::ViewCache::default();
     for method in [
         Method::Arbitrary { fraction: 0.7 },
         Method::Statistical { k: 1.0 },
@@ -190,7 +191,7 @@ fn shared_cell_scores_give_the_same_explanations() {
         )
         .expect("run");
     }
-    let grids: Vec<u32> = cache.iter().map(|s| s.grid).collect();
+    let grids = cache.grids();
     assert_eq!(
         grids,
         vec![10, 3],
@@ -227,4 +228,39 @@ fn shared_cell_scores_give_the_same_explanations() {
         .measure(&classifier, &view, &dd, &o)
         .expect("measure");
     assert_ne!(other.deletion, first.deletion);
+}
+
+/// The view's prediction is classified once per view: LIME given the base an occlusion rule
+/// computed explains exactly as LIME alone.
+#[test]
+fn lime_reuses_the_base_prediction() {
+    let info = ModelInfo::find("planted-centre").expect("fixture");
+    let classifier = Classifier::load(info, &Compute::cpu()).expect("load");
+    let view = View::new(&dim_window_photo(), info.preprocess());
+    let mut cache = compare::ViewCache::default();
+    assert!(cache.base().is_none());
+    let occlusion = Explainer::Occlusion {
+        method: Method::Statistical { k: 1.0 },
+        options: OcclusionOptions::default(),
+    };
+    compare::run(&classifier, &view, &occlusion, &mut cache).expect("occlusion");
+    let base = cache.base().expect("base known").to_vec();
+    assert_eq!(base.len(), 2);
+    let options = LimeOptions {
+        samples: 200,
+        ..LimeOptions::default()
+    };
+    let alone = lime(&classifier, &view, &options).expect("alone");
+    let given = lime_given(&classifier, &view, &options, Some(&base)).expect("given");
+    assert_eq!(alone.kept, given.kept);
+    for (a, g) in alone.original.iter().zip(&given.original) {
+        assert!((a - g).abs() < 1e-6);
+    }
+    for (a, g) in alone.models.iter().zip(&given.models) {
+        assert_eq!(a.class, g.class);
+        for (wa, wg) in a.weights.iter().zip(&g.weights) {
+            assert!((wa - wg).abs() < 1e-6, "{wa} vs {wg}");
+        }
+    }
+    assert!(lime_given(&classifier, &view, &options, Some(&[0.5])).is_err());
 }
