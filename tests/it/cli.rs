@@ -687,3 +687,38 @@ fn exif_orientation_is_applied() {
     );
     assert!(bottom[2] > 150 && bottom[0] < 100, "{bottom:?}");
 }
+
+/// A CMYK JPEG (Adobe-inverted, as Pillow and Photoshop write it) decodes to the right colours,
+/// not to a negative, and is classified like the RGB photo.
+#[test]
+fn cmyk_jpeg_decodes_to_the_right_colours() {
+    let cmyk = glassbox::view::load_photo(&data("chelsea_cmyk.jpg")).expect("CMYK JPEG");
+    let rgb = glassbox::view::load_photo(&data("chelsea.png")).expect("PNG");
+    let (w, h) = cmyk.rgb.dimensions();
+    assert_eq!(w, 160);
+    let reference = image::imageops::resize(&rgb.rgb, w, h, image::imageops::FilterType::Lanczos3);
+    let diff: u64 = cmyk
+        .rgb
+        .as_raw()
+        .iter()
+        .zip(reference.as_raw())
+        .map(|(a, b)| (*a as i64 - *b as i64).unsigned_abs())
+        .sum();
+    let mean = diff as f64 / cmyk.rgb.as_raw().len() as f64;
+    assert!(mean < 8.0, "mean absolute difference {mean} per channel");
+
+    let out = glassbox(&[
+        "classify",
+        "--device",
+        "cpu",
+        "--top",
+        "1",
+        data("chelsea_cmyk.jpg").to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains("Egyptian cat"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -1,5 +1,6 @@
 //! glassbox's integration tests, one binary with a module per topic.
 
+mod build;
 mod chunking;
 mod cli;
 mod common;
