@@ -33,8 +33,16 @@ fn inputs(info: &ModelInfo, batch: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Devices to run on, in order. The CPU runs first with the C allocator as the process found it
+/// (`cpu-untuned-malloc`, unless `GLASSBOX_BENCH_UNTUNED=0`), then after
+/// `glassbox::device::tune_allocator()` as the binary runs (`cpu`): the same-process ratio of the
+/// two is the allocator tuning's effect.
 fn devices() -> Vec<(String, Compute)> {
-    let mut out = vec![("cpu".to_string(), Compute::cpu())];
+    let mut out = Vec::new();
+    if std::env::var("GLASSBOX_BENCH_UNTUNED").as_deref() != Ok("0") {
+        out.push(("cpu-untuned-malloc".to_string(), Compute::cpu()));
+    }
+    out.push(("cpu".to_string(), Compute::cpu()));
     if let Ok((gpu, _)) = Compute::select(DeviceRequest::Gpu) {
         let software = matches!(gpu.backend(), Backend::Gpu { software: true, .. });
         if !software || std::env::var_os("GLASSBOX_BENCH_SOFTWARE_GPU").is_some() {
@@ -51,6 +59,9 @@ fn classify(c: &mut Criterion) {
         .filter_map(|b| b.parse().ok())
         .collect();
     for (device_name, compute) in devices() {
+        if device_name == "cpu" {
+            glassbox::device::tune_allocator();
+        }
         for model in &models {
             let Ok(info) = ModelInfo::find(model) else {
                 continue;

@@ -28,6 +28,7 @@ fn method(name: &str) -> Option<Method> {
 }
 
 fn explain(c: &mut Criterion) {
+    glassbox::device::tune_allocator();
     let compute = Compute::cpu();
     let photo = load_photo(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/chelsea.png").as_ref())
         .expect("chelsea.png");

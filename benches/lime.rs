@@ -10,6 +10,7 @@ use glassbox::view::{View, load_photo};
 use glassbox::{Classifier, Compute, ModelInfo};
 
 fn bench(c: &mut Criterion) {
+    glassbox::device::tune_allocator();
     let compute = Compute::cpu();
     let photo = load_photo(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/chelsea.png").as_ref())
         .expect("chelsea.png");

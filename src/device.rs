@@ -11,6 +11,31 @@ use burn::tensor::Device;
 
 use crate::{Error, Result};
 
+/// Tunes the process's C allocator for tensor work, and says whether it could.
+///
+/// The CPU backend allocates and frees a buffer of several megabytes for nearly every operation.
+/// glibc serves such blocks with `mmap` and returns each one to the kernel on free, so every
+/// operation pays for fresh page faults and TLB shootdowns (a quarter of EfficientNet-Lite0's CPU
+/// time on 2 cores, measured with `perf`). This keeps blocks up to 32 MiB in the heap and the
+/// freed heap for reuse (up to 1 GiB), which makes a batch-16 forward pass about a quarter faster
+/// at the price of keeping the peak working set. It changes process-wide settings, so the
+/// library never calls it by itself: the `glassbox` binary does, and an embedding application
+/// may. Elsewhere than glibc it does nothing and returns `false`.
+pub fn tune_allocator() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only sets allocator parameters; glibc serialises it internally.
+        let mmap = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) };
+        // SAFETY: as above.
+        let trim = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30) };
+        mmap == 1 && trim == 1
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 /// What the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceRequest {

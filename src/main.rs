@@ -246,6 +246,7 @@ impl From<DeviceOpt> for DeviceRequest {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    glassbox::device::tune_allocator();
     let result = match cli.command {
         Command::Classify {
             images,
