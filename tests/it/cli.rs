@@ -722,3 +722,61 @@ fn cmyk_jpeg_decodes_to_the_right_colours() {
         text(&out.stdout)
     );
 }
+
+/// A model that outputs NaN (tests/models/make_nan_model.py: NaN on dark images) is refused with
+/// an error naming it, never drawn as an explanation; the run's other images go on.
+#[test]
+fn non_finite_model_outputs_are_an_error_naming_the_model() {
+    let dir = scratch("nan-output");
+    let dark = dir.join("dark.png");
+    let light = dir.join("light.png");
+    image::RgbImage::from_pixel(64, 64, image::Rgb([10, 10, 10]))
+        .save(&dark)
+        .expect("dark");
+    image::RgbImage::from_pixel(64, 64, image::Rgb([200, 200, 200]))
+        .save(&light)
+        .expect("light");
+    let out_dir = dir.join("out");
+    let out = glassbox(&[
+        "explain",
+        "--model",
+        "nan-output",
+        "--method",
+        "statistical",
+        // Grey occlusion keeps the light image's mean above the model's NaN threshold.
+        "--fill",
+        "grey",
+        "--device",
+        "cpu",
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+        dark.to_str().expect("utf-8"),
+        light.to_str().expect("utf-8"),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("glassbox: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("model 'nan-output' produced non-finite outputs"),
+        "{}",
+        errors[0]
+    );
+    let written: Vec<String> = std::fs::read_dir(&out_dir)
+        .expect("out")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    assert!(
+        written.iter().all(|f| f.starts_with("light.")),
+        "{written:?}"
+    );
+    assert!(
+        written
+            .iter()
+            .any(|f| f == "light.nan-output.statistical.json")
+    );
+}
