@@ -528,7 +528,7 @@ impl Study {
             let log = read_log(&log_path, true)?;
             if log.header.key != header.key || log.header.shard != shard {
                 return Err(Error::InvalidArgument(format!(
-                    "{} holds a study with other settings; use another --out or remove it",
+                    "{} holds a study with other settings (or of other images: the folder changed); use another --out or remove it",
                     log_path.display()
                 )));
             }
