@@ -154,8 +154,10 @@ impl Classifier {
                     }
                     start = range.end;
                 }
-                Err(_) if chunk > 1 => {
-                    chunk /= 2;
+                Err(_) if range.len() > 1 => {
+                    // Retry the same rows in halves; later batches start from the half.
+                    chunk = range.len().div_ceil(2);
+                    self.refused_chunk(chunk);
                 }
                 Err(reason) => {
                     return Err(Error::Device {

@@ -632,11 +632,25 @@ fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
             }
         }
     }
+    report_refusals(&classifier);
     Ok(if failed {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Says so when the device refused chunks (each retried in halves), so users can size batches.
+fn report_refusals(classifier: &Classifier) {
+    let refused = classifier.refused_chunks();
+    if refused > 0 {
+        eprintln!(
+            "glassbox: note: {} refused {refused} chunk(s) of '{}' (retried in halves); it now runs {} variants per chunk",
+            classifier.compute(),
+            classifier.info().id(),
+            classifier.chunk_size()
+        );
+    }
 }
 
 fn explain_one(
@@ -988,6 +1002,7 @@ fn compare_images(args: &CompareArgs) -> glassbox::Result<ExitCode> {
             }
         }
     }
+    classifiers.values().for_each(report_refusals);
     Ok(if failed {
         ExitCode::from(2)
     } else {
@@ -1241,6 +1256,7 @@ fn study(args: &StudyArgs) -> glassbox::Result<ExitCode> {
     let mut bar = Bar::new();
     study.run(&classifiers, |p| bar.update(&p))?;
     bar.finish();
+    classifiers.values().for_each(report_refusals);
     let report = study.report(&args.out)?;
     print_report(&report, &args.out);
     Ok(if report.errors.is_empty() {

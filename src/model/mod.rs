@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use burn::store::BurnpackStore;
 use burn::tensor::Tensor;
 
@@ -238,7 +240,10 @@ pub struct Classifier {
     info: ModelInfo,
     net: Net,
     compute: Compute,
-    chunk: usize,
+    /// Samples per forward pass; lowered for good when the device refuses a chunk.
+    chunk: AtomicUsize,
+    /// Chunks the device refused so far.
+    refused: AtomicUsize,
 }
 
 impl Classifier {
@@ -271,7 +276,8 @@ impl Classifier {
             info,
             net,
             compute: compute.clone(),
-            chunk,
+            chunk: AtomicUsize::new(chunk.max(1)),
+            refused: AtomicUsize::new(0),
         })
     }
 
@@ -285,14 +291,26 @@ impl Classifier {
         &self.compute
     }
 
-    /// Samples per forward pass, derived from the device's limits and the model's buffer sizes.
+    /// Samples per forward pass, derived from the device's limits and the model's buffer sizes,
+    /// and halved for good each time the device refuses a chunk.
     pub fn chunk_size(&self) -> usize {
-        self.chunk
+        self.chunk.load(Ordering::Relaxed)
     }
 
     /// Overrides the chunk size (at least 1). Results do not depend on it.
     pub fn set_chunk_size(&mut self, chunk: usize) {
-        self.chunk = chunk.max(1);
+        self.chunk.store(chunk.max(1), Ordering::Relaxed);
+    }
+
+    /// How many chunks the device has refused (each one retried in halves).
+    pub fn refused_chunks(&self) -> usize {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Records a refused chunk and keeps the halved size for the following batches.
+    pub(crate) fn refused_chunk(&self, halved: usize) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        self.chunk.store(halved.max(1), Ordering::Relaxed);
     }
 
     /// The raw forward pass of one chunk: `[n, 3, H, W]` → `[n, classes]` as the model outputs.

@@ -65,3 +65,61 @@ fn chunk_size_comes_from_device_limits() {
         1
     );
 }
+
+/// A chunk the device refuses (here: the tensor for more than 4 rows cannot be built, as an
+/// allocation failure panics inside burn) is retried in halves; the result equals an unsplit run.
+/// A device that refuses even one row ends in a clear error, after trying 13, 7, 4, 2 and 1.
+#[test]
+fn a_refused_chunk_is_retried_in_halves_down_to_one() {
+    use burn::tensor::{Tensor, TensorData};
+    let info = ModelInfo::find("planted-centre").expect("fixture");
+    let compute = Compute::cpu();
+    let mut classifier = Classifier::load(info, &compute).expect("load");
+    let per = 3 * 224 * 224;
+    let inputs: Vec<f32> = (0..13 * per).map(|i| ((i / per) as f32) * 0.01).collect();
+    let expected = classifier.classify(&inputs).expect("reference");
+
+    classifier.set_chunk_size(16);
+    let mut attempts = Vec::new();
+    let make = |range: std::ops::Range<usize>, limit: usize, attempts: &mut Vec<usize>| {
+        attempts.push(range.len());
+        assert!(range.len() <= limit, "out of device memory (simulated)");
+        let data = inputs[range.start * per..range.end * per].to_vec();
+        Tensor::<4>::from_data(
+            TensorData::new(data, [range.len(), 3, 224, 224]),
+            compute.device(),
+        )
+    };
+    let halved = classifier
+        .classify_with(13, |r| make(r, 4, &mut attempts))
+        .expect("halved");
+    assert_eq!(halved.rows(), 13);
+    for r in 0..13 {
+        for (a, b) in halved.row(r).iter().zip(expected.row(r)) {
+            assert!((a - b).abs() <= 1e-6, "row {r}: {a} vs {b}");
+        }
+    }
+    assert_eq!(
+        attempts,
+        [13, 7, 4, 4, 4, 1],
+        "13 refused, 7 refused, 4 fits"
+    );
+    assert_eq!(classifier.refused_chunks(), 2);
+    assert_eq!(
+        classifier.chunk_size(),
+        4,
+        "later batches start from what fitted"
+    );
+
+    attempts.clear();
+    classifier.set_chunk_size(16);
+    let err = classifier
+        .classify_with(13, |r| make(r, 0, &mut attempts))
+        .expect_err("nothing fits");
+    assert_eq!(attempts, [13, 7, 4, 2, 1]);
+    let message = err.to_string();
+    assert!(
+        message.contains("device failure") && message.contains("out of device memory"),
+        "{message}"
+    );
+}

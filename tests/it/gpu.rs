@@ -47,3 +47,53 @@ fn wgpu_chunks_are_sized_from_the_adapter() {
             <= compute.max_buffer_bytes()
     );
 }
+
+/// A real refusal by the adapter: variants whose chunk exceeds the adapter's storage-buffer limit
+/// (lavapipe: 128 MiB) are retried in halves and give the CPU's result. Runs where the limit is
+/// small enough to exceed cheaply (lavapipe in CI); a large GPU would need gigabytes.
+#[test]
+fn a_chunk_over_the_adapters_buffer_limit_is_retried_in_halves() {
+    use glassbox::perturb::{Fill, KeepMatrix, Perturber};
+    use glassbox::segment::Segmentation;
+    use glassbox::view::View;
+    let Some(compute) = gpu() else { return };
+    let per_sample = 3 * 224 * 224 * 4u64;
+    if compute.max_buffer_bytes() > 512 << 20 {
+        eprintln!(
+            "SKIPPED: the adapter's {} MiB buffer limit is too large to exceed cheaply",
+            compute.max_buffer_bytes() >> 20
+        );
+        return;
+    }
+    let rows = (2 * compute.max_buffer_bytes() / per_sample + 1) as usize;
+    let info = ModelInfo::find("planted-centre").expect("fixture");
+    let photo = crate::common::pattern(3, 224, 224);
+    let view = View::new(&photo, info.preprocess());
+    let segmentation = Segmentation::grid(224, 224, 10).expect("grid");
+    let mut keep = KeepMatrix::new(100);
+    for r in 0..rows {
+        keep.push_hiding(&[r % 100, (r * 7) % 100]);
+    }
+    let cpu = Classifier::load(info, &Compute::cpu()).expect("cpu");
+    let expected = Perturber::new(&cpu, &view.rgb, &segmentation, Fill::Black)
+        .expect("cpu perturber")
+        .run(&keep)
+        .expect("cpu run");
+    let mut gpu = Classifier::load(info, &compute).expect("gpu");
+    gpu.set_chunk_size(rows);
+    let got = Perturber::new(&gpu, &view.rgb, &segmentation, Fill::Black)
+        .expect("gpu perturber")
+        .run(&keep)
+        .expect("halved until the adapter accepts the chunk");
+    assert_eq!(got.rows(), rows);
+    assert!(
+        gpu.refused_chunks() >= 1,
+        "the adapter accepted {rows} rows over its limit"
+    );
+    assert!(gpu.chunk_size() < rows);
+    for r in 0..rows {
+        for (a, b) in got.row(r).iter().zip(expected.row(r)) {
+            assert!((a - b).abs() < 1e-4, "row {r}: {a} vs {b}");
+        }
+    }
+}
