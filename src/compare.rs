@@ -235,6 +235,33 @@ pub fn run(
     }
 }
 
+/// A mask as run lengths over its row-major pixels, alternating not-kept/kept and starting with
+/// not-kept (that first run may be empty): the compact form explanation documents carry.
+pub fn mask_runs(kept: &[bool]) -> Vec<usize> {
+    let mut runs = Vec::new();
+    let (mut current, mut len) = (false, 0usize);
+    for &k in kept {
+        if k == current {
+            len += 1;
+        } else {
+            runs.push(len);
+            current = k;
+            len = 1;
+        }
+    }
+    runs.push(len);
+    runs
+}
+
+/// The mask of [`mask_runs`], decoded.
+pub fn mask_from_runs(runs: &[usize]) -> Vec<bool> {
+    let mut kept = Vec::with_capacity(runs.iter().sum());
+    for (i, run) in runs.iter().enumerate() {
+        kept.extend(std::iter::repeat_n(i % 2 == 1, *run));
+    }
+    kept
+}
+
 /// The Jaccard index of two masks over the same pixels, `|A ∩ B| / |A ∪ B|`; 1 when both are
 /// empty.
 pub fn jaccard(a: &[bool], b: &[bool]) -> Result<f64> {

@@ -1010,6 +1010,49 @@ fn compare_images(args: &CompareArgs) -> glassbox::Result<ExitCode> {
     })
 }
 
+/// One explanation of a `compare`: who explained, and what came out.
+struct Compared<'a> {
+    name: &'a str,
+    info: ModelInfo,
+    explainer: &'a Explainer,
+    attribution: Attribution,
+    faithfulness: Option<compare::Faithfulness>,
+}
+
+impl Compared<'_> {
+    fn label(&self) -> &'static str {
+        self.info.label(self.attribution.class).unwrap_or("?")
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let attr = &self.attribution;
+        json!({
+            "name": self.name, "model": { "id": self.info.id(), "synthetic": self.info.synthetic() },
+            "explainer": self.explainer.describe(),
+            "class": { "index": attr.class, "label": self.label(), "probability": attr.probability },
+            "kept_fraction": attr.kept_fraction(), "variants": attr.variants, "seconds": attr.seconds,
+            "faithfulness": self.faithfulness.as_ref().map(compare::Faithfulness::to_json),
+            "mask": { "width": attr.size.0, "height": attr.size.1, "runs": compare::mask_runs(&attr.kept) },
+        })
+    }
+
+    fn summary(&self) -> String {
+        let f = self.faithfulness.as_ref().map_or(String::new(), |f| {
+            format!(
+                ", deletion {:.3}, insertion {:.3}",
+                f.deletion_auc, f.insertion_auc
+            )
+        });
+        format!(
+            "{}: {} p={:.3} kept {:.0}%{f}",
+            self.name,
+            self.label(),
+            self.attribution.probability,
+            self.attribution.kept_fraction() * 100.0
+        )
+    }
+}
+
 fn compare_one(
     classifiers: &HashMap<&'static str, Classifier>,
     path: &Path,
@@ -1027,7 +1070,7 @@ fn compare_one(
             glassbox::Error::InvalidArgument(format!("model '{}' not loaded", info.id()))
         })
     };
-    // One view and one set of occlusion scores per model: two rules on one model share them.
+    // One view and one cache per model: two rules on one model share their variants.
     let mut views: HashMap<&str, (View, compare::ViewCache)> = HashMap::new();
     let mut sides = Vec::new();
     for (name, info, explainer) in [a, b] {
@@ -1039,46 +1082,51 @@ fn compare_one(
             )
         });
         let attribution = compare::run(classifier, view, explainer, cache)?;
-        let faith = faithfulness
+        let faithfulness = faithfulness
             .map(|o| cache.curves.measure(classifier, view, &attribution, o))
             .transpose()?;
-        sides.push((name, info, explainer, attribution, faith));
+        sides.push(Compared {
+            name,
+            info: *info,
+            explainer,
+            attribution,
+            faithfulness,
+        });
     }
-    let view = |info: &ModelInfo| {
-        views
-            .get(info.id())
-            .map(|(v, ..)| v)
-            .ok_or_else(|| glassbox::Error::InvalidArgument(format!("no view for '{}'", info.id())))
+    let view = |side: &Compared<'_>| {
+        views.get(side.info.id()).map(|(v, ..)| v).ok_or_else(|| {
+            glassbox::Error::InvalidArgument(format!("no view for '{}'", side.info.id()))
+        })
     };
     let (sa, sb) = (&sides[0], &sides[1]);
-    let (va, vb) = (view(sa.1)?, view(sb.1)?);
-    let jaccard = compare::jaccard_views(va, &sa.3.kept, vb, &sb.3.kept)?;
+    let (va, vb) = (view(sa)?, view(sb)?);
+    let (ka, kb) = (&sa.attribution.kept, &sb.attribution.kept);
+    let jaccard = compare::jaccard_views(va, ka, vb, kb)?;
 
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
     let slug = |n: &str| n.replace(':', "-");
-    let base = format!("{stem}.{}.vs.{}", slug(&a.0), slug(&b.0));
+    let base = format!("{stem}.{}.vs.{}", slug(sa.name), slug(sb.name));
     let name = |suffix: &str| out.join(format!("{base}.{suffix}"));
     render::save_png(
         &render::overlay(
             &photo.rgb,
-            (va, &sa.3.kept),
-            (vb, &sb.3.kept),
-            (&a.0, &b.0),
+            (va, ka),
+            (vb, kb),
+            (sa.name, sb.name),
             &format!("{stem}: Jaccard {jaccard:.3}"),
         )?,
         &name("overlay.png"),
     )?;
     let mut outputs = vec![format!("{base}.overlay.png")];
-    if let (Some(fa), Some(fb)) = (&sa.4, &sb.4) {
-        let curve = |(n, info, _, attr, _): &(_, &ModelInfo, _, Attribution, _),
-                     f: &'_ compare::Faithfulness| {
-            (
-                format!("{n}: p({})", info.label(attr.class).unwrap_or("?")),
-                f.clone(),
-            )
-        };
-        let (ca, cb) = (curve(sa, fa), curve(sb, fb));
-        let curves: Vec<render::FaithfulnessCurves<'_>> = [&ca, &cb]
+    let curves: Vec<(String, &compare::Faithfulness)> = sides
+        .iter()
+        .filter_map(|s| {
+            let f = s.faithfulness.as_ref()?;
+            Some((format!("{}: p({})", s.name, s.label()), f))
+        })
+        .collect();
+    if !curves.is_empty() {
+        let curves: Vec<render::FaithfulnessCurves<'_>> = curves
             .iter()
             .map(|(n, f)| render::FaithfulnessCurves {
                 name: n,
@@ -1095,57 +1143,21 @@ fn compare_one(
         outputs.push(format!("{base}.faithfulness.png"));
     }
     outputs.push(format!("{base}.json"));
-    let side_json = |(n, info, explainer, attr, faith): &(
-        &String,
-        &ModelInfo,
-        &Explainer,
-        Attribution,
-        Option<compare::Faithfulness>,
-    )| {
-        json!({
-            "name": n, "model": { "id": info.id(), "synthetic": info.synthetic() },
-            "explainer": explainer.describe(),
-            "class": { "index": attr.class, "label": info.label(attr.class), "probability": attr.probability },
-            "kept_fraction": attr.kept_fraction(), "variants": attr.variants, "seconds": attr.seconds,
-            "faithfulness": faith.as_ref().map(compare::Faithfulness::to_json),
-            "mask": { "width": attr.size.0, "height": attr.size.1, "runs": glassbox::study::runs(&attr.kept) },
-        })
-    };
     let doc = json!({
         "image": path, "photo_size": [photo.rgb.width(), photo.rgb.height()],
-        "device": loaded(sa.1)?.compute().to_string(),
-        "a": side_json(sa), "b": side_json(sb),
+        "device": loaded(&sa.info)?.compute().to_string(),
+        "a": sa.to_json(), "b": sb.to_json(),
         "jaccard": jaccard,
-        "same_prediction": sa.1.label(sa.3.class) == sb.1.label(sb.3.class),
+        "same_prediction": sa.label() == sb.label(),
         "outputs": outputs,
     });
     let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     render::write_atomic(&name("json"), text.as_bytes())?;
-    let describe = |(n, info, _, attr, faith): &(
-        &String,
-        &ModelInfo,
-        &Explainer,
-        Attribution,
-        Option<compare::Faithfulness>,
-    )| {
-        let f = faith.as_ref().map_or(String::new(), |f| {
-            format!(
-                ", deletion {:.3}, insertion {:.3}",
-                f.deletion_auc, f.insertion_auc
-            )
-        });
-        format!(
-            "{n}: {} p={:.3} kept {:.0}%{f}",
-            info.label(attr.class).unwrap_or("?"),
-            attr.probability,
-            attr.kept_fraction() * 100.0
-        )
-    };
     Ok(format!(
         "{}: Jaccard {jaccard:.3} | A {} | B {} → {}",
         path.display(),
-        describe(sa),
-        describe(sb),
+        sa.summary(),
+        sb.summary(),
         name("*").display()
     ))
 }

@@ -358,29 +358,8 @@ pub struct Explained {
 impl Explained {
     /// The kept mask, decoded.
     pub fn kept(&self) -> Vec<bool> {
-        let mut kept = Vec::with_capacity((self.size.0 * self.size.1) as usize);
-        for (i, run) in self.mask.iter().enumerate() {
-            kept.extend(std::iter::repeat_n(i % 2 == 1, *run));
-        }
-        kept
+        compare::mask_from_runs(&self.mask)
     }
-}
-
-/// Run lengths of a mask, alternating not-kept/kept, starting with not-kept (possibly empty).
-pub fn runs(kept: &[bool]) -> Vec<usize> {
-    let mut runs = Vec::new();
-    let (mut current, mut len) = (false, 0usize);
-    for &k in kept {
-        if k == current {
-            len += 1;
-        } else {
-            runs.push(len);
-            current = k;
-            len = 1;
-        }
-    }
-    runs.push(len);
-    runs
 }
 
 /// One comparison on one image.
@@ -701,7 +680,7 @@ fn study_image(
                 faithfulness_seconds: faith.seconds,
                 variants: attribution.variants,
                 size: attribution.size,
-                mask: runs(&attribution.kept),
+                mask: compare::mask_runs(&attribution.kept),
             };
             sides.insert(side, (explained, attribution.kept));
         }

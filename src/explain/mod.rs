@@ -414,19 +414,7 @@ impl Explanation {
     /// The kept mask as run lengths over the row-major view, starting with a run of blacked-out
     /// (false) pixels, which may be empty.
     pub fn mask_runs(&self) -> Vec<usize> {
-        let mut runs = Vec::new();
-        let (mut current, mut len) = (false, 0usize);
-        for &k in &self.kept {
-            if k == current {
-                len += 1;
-            } else {
-                runs.push(len);
-                current = k;
-                len = 1;
-            }
-        }
-        runs.push(len);
-        runs
+        crate::compare::mask_runs(&self.kept)
     }
 
     /// The machine-readable document (labels through `label`).
