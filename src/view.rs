@@ -35,6 +35,12 @@ pub fn load_photo(path: &Path) -> Result<Photo> {
     if meta.is_dir() {
         return Err(refuse("is a directory, not an image".into()));
     }
+    if !meta.is_file() {
+        // A pipe or device would block or never end: refuse it before reading.
+        return Err(refuse(
+            "is not a regular file (a pipe, socket or device)".into(),
+        ));
+    }
     if meta.len() == 0 {
         return Err(refuse("is empty (0 bytes)".into()));
     }

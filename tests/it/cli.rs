@@ -169,6 +169,17 @@ fn directory_is_refused() {
     assert_refused(&sub, "directory");
 }
 
+/// A named pipe would block a reader forever: it is refused before reading, as is a device.
+#[test]
+fn pipes_and_devices_are_refused_without_blocking() {
+    let dir = scratch("fifo");
+    let fifo = dir.join("camera.png");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    assert_refused(&fifo, "not a regular file");
+    assert_refused(Path::new("/dev/null"), "not a regular file");
+}
+
 #[test]
 fn empty_file_is_refused() {
     let dir = scratch("empty_file");
