@@ -169,6 +169,70 @@ fn directory_is_refused() {
     assert_refused(&sub, "directory");
 }
 
+/// A file the user may not read: one error line saying so, and the next image still classified.
+/// Root reads everything, so as root a copy of the binary runs as `nobody` (setpriv,
+/// util-linux) from a world-readable folder under the system's temporary directory.
+#[test]
+fn unreadable_file_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
+    };
+    let dir = std::env::temp_dir().join(format!("glassbox-unreadable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    mode(&dir, 0o755);
+    let exe = dir.join("glassbox");
+    std::fs::copy(env!("CARGO_BIN_EXE_glassbox"), &exe).expect("copy binary");
+    mode(&exe, 0o755);
+    let secret = dir.join("secret.png");
+    std::fs::copy(data("chelsea.png"), &secret).expect("copy");
+    mode(&secret, 0o000);
+    let good = dir.join("good.png");
+    std::fs::copy(data("chelsea.png"), &good).expect("copy");
+    mode(&good, 0o644);
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| text(&o.stdout).trim() == "0")
+        .expect("id -u");
+    let args = [
+        "classify",
+        "--device",
+        "cpu",
+        path_str(&secret),
+        path_str(&good),
+    ];
+    let out = if root {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&exe)
+            .args(args)
+            .output()
+            .expect("setpriv (util-linux) runs the binary as nobody")
+    } else {
+        Command::new(&exe).args(args).output().expect("run")
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("glassbox: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("secret.png") && errors[0].contains("permission denied"),
+        "{}",
+        errors[0]
+    );
+    assert!(text(&out.stdout).contains("good.png"));
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
 /// A named pipe would block a reader forever: it is refused before reading, as is a device.
 #[test]
 fn pipes_and_devices_are_refused_without_blocking() {
