@@ -117,7 +117,7 @@ pub struct Attribution {
 impl Attribution {
     /// Fraction of the view kept.
     pub fn kept_fraction(&self) -> f64 {
-        self.kept.iter().filter(|k| **k).count() as f64 / self.kept.len().max(1) as f64
+        kept_fraction(&self.kept)
     }
 }
 
@@ -233,6 +233,11 @@ pub fn run(
             Ok(Attribution::from(&e))
         }
     }
+}
+
+/// Fraction of a mask's pixels that are kept.
+pub fn kept_fraction(kept: &[bool]) -> f64 {
+    kept.iter().filter(|k| **k).count() as f64 / kept.len().max(1) as f64
 }
 
 /// A mask as run lengths over its row-major pixels, alternating not-kept/kept and starting with

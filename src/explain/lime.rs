@@ -488,7 +488,7 @@ impl LimeExplanation {
             "class": { "index": self.class, "label": label(self.class) },
             "models": models,
             "variants": self.options.samples,
-            "kept_fraction": self.kept.iter().filter(|k| **k).count() as f64 / self.kept.len().max(1) as f64,
+            "kept_fraction": crate::compare::kept_fraction(&self.kept),
             "timings_s": { "segmentation": self.timings.segmentation, "perturb_classify": self.timings.perturb_classify, "regression": self.timings.regression, "render": self.timings.render },
         })
     }

@@ -408,7 +408,7 @@ fn decide(
 impl Explanation {
     /// Fraction of the view kept as important.
     pub fn kept_fraction(&self) -> f64 {
-        self.kept.iter().filter(|k| **k).count() as f64 / self.kept.len().max(1) as f64
+        crate::compare::kept_fraction(&self.kept)
     }
 
     /// The kept mask as run lengths over the row-major view, starting with a run of blacked-out
