@@ -94,16 +94,21 @@ fn assert_refused(name: &str, descriptor: &str, onnx: &[u8], reason: &str) {
     );
 }
 
+/// A good model: the planted-centre fixture's ONNX file.
+fn planted_model() -> Vec<u8> {
+    std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/models/planted_centre.onnx"),
+    )
+    .expect("planted model")
+}
+
 fn bad_model(file: &str) -> Vec<u8> {
     std::fs::read(data("bad-models").join(file)).expect("fixture")
 }
 
 #[test]
 fn build_refuses_bad_onnx_files_naming_the_file() {
-    let planted = std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/models/planted_centre.onnx"),
-    )
-    .expect("planted model");
+    let planted = planted_model();
     // The harness builds a good model, so the refusals below are the inputs' fault.
     let (code, stdout, stderr) = run("good", DESCRIPTOR, &planted);
     assert_eq!(code, Some(0), "stdout {stdout} stderr {stderr}");
@@ -136,10 +141,7 @@ fn build_refuses_bad_onnx_files_naming_the_file() {
 
 #[test]
 fn build_refuses_bad_descriptors_naming_the_file() {
-    let planted = std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/models/planted_centre.onnx"),
-    )
-    .expect("planted model");
+    let planted = planted_model();
     assert_refused(
         "toml",
         "name = \"Bad\"\nfile = [unclosed",

@@ -3,18 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::common::{data, scratch};
-
-fn glassbox(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_glassbox"))
-        .args(args)
-        .output()
-        .expect("run glassbox")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::common::{data, error_lines, glassbox, path_str, scratch, text};
 
 /// Runs `classify` on `bad` (and chelsea.png after it): exit 2, one error line naming the file,
 /// no panic, and the good image still classified.
@@ -30,10 +19,7 @@ fn assert_refused(bad: &Path, reason_part: &str) {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("glassbox: error:"))
-        .collect();
+    let errors = error_lines(&stderr);
     assert_eq!(errors.len(), 1, "exactly one error line expected: {stderr}");
     let name = bad.file_name().and_then(|n| n.to_str()).expect("name");
     assert!(
@@ -216,10 +202,7 @@ fn unreadable_file_is_refused() {
     let _ = std::fs::remove_dir_all(&dir);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("glassbox: error:"))
-        .collect();
+    let errors = error_lines(&stderr);
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(
         errors[0].contains("secret.png") && errors[0].contains("permission denied"),
@@ -227,10 +210,6 @@ fn unreadable_file_is_refused() {
         errors[0]
     );
     assert!(text(&out.stdout).contains("good.png"));
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 /// A named pipe would block a reader forever: it is refused before reading, as is a device.
@@ -831,10 +810,7 @@ fn non_finite_model_outputs_are_an_error_naming_the_model() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("glassbox: error:"))
-        .collect();
+    let errors = error_lines(&stderr);
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(
         errors[0].contains("model 'nan-output' produced non-finite outputs"),

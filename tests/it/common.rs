@@ -1,8 +1,35 @@
 //! Shared helpers: fixture paths and the deterministic parity pattern.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use image::RgbImage;
+
+/// Runs the `glassbox` binary with `args`.
+pub fn glassbox(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_glassbox"))
+        .args(args)
+        .output()
+        .expect("run glassbox")
+}
+
+/// Process output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A path as the `&str` an argument list wants.
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// The binary's one-line errors in `stderr`.
+pub fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("glassbox: error:"))
+        .collect()
+}
 
 /// A file under `tests/data/`.
 pub fn data(name: &str) -> PathBuf {

@@ -3,26 +3,15 @@
 //! planted-region models: the table, the log, resume, shards and merge, the blur study.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use glassbox::study::{Shard, list_images};
 use serde_json::Value;
 
-use crate::common::{data, scratch};
-
-fn glassbox(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_glassbox"))
-        .args(args)
-        .output()
-        .expect("run glassbox")
-}
+use crate::common::{data, error_lines, glassbox, path_str as path, scratch};
 
 fn folder() -> PathBuf {
     data("study")
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 const PAIRS: [&str; 4] = [
@@ -441,14 +430,7 @@ fn study_records_unreadable_images_and_goes_on() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(!stderr.contains("panicked"));
-    assert_eq!(
-        stderr
-            .lines()
-            .filter(|l| l.starts_with("glassbox: error:"))
-            .count(),
-        1,
-        "{stderr}"
-    );
+    assert_eq!(error_lines(&stderr).len(), 1, "{stderr}");
     assert!(stderr.contains("broken.jpg"));
     let (_, rows) = log(&out.join("study.jsonl"));
     assert_eq!(rows.len(), 2);
