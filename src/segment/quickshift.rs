@@ -26,9 +26,11 @@
 //! where densities tie to within that noise (flat areas), where only the realisation differs.
 //!
 //! Cost: each pair's kernel term is symmetric, so it is computed once for both pixels; a 224×224
-//! image with LIME's parameters (25×25 windows) takes about 0.15 s single-threaded.
+//! image with LIME's parameters (25×25 windows) takes about 0.15 s on one core. Both passes run
+//! on every core (rayon), with results that do not depend on how many there are.
 
 use image::RgbImage;
+use rayon::prelude::*;
 
 /// Parameters of scikit-image's quickshift (LIME's defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,9 +103,14 @@ fn tie_noise(index: usize) -> f64 {
     (sum - 2.0) * (1e-5 * 3f64.sqrt())
 }
 
+/// Row bands the density pass is split into. Fixed, not the thread count: every band adds into
+/// its own buffer and the buffers are summed in band order, so the densities (and the segments)
+/// are the same on every machine, however many cores it has.
+const BANDS: usize = 16;
+
 /// Kernel density of every pixel (plus the tie-breaking noise). The pair terms are symmetric
 /// and the clipped windows are too (q is in p's window iff p is in q's), so each pair's
-/// `exp` is computed once and added to both pixels.
+/// `exp` is computed once and added to both pixels. Bands of rows run in parallel.
 fn densities(
     image: &[[f64; 3]],
     width: usize,
@@ -111,10 +118,50 @@ fn densities(
     reach: usize,
     inv_kernel_size_sqr: f64,
 ) -> Vec<f64> {
+    let band_rows = height.div_ceil(BANDS).max(1);
+    // Each band's terms land on its own rows and the `reach` rows below them.
+    let partial: Vec<(usize, Vec<f64>)> = (0..height.div_ceil(band_rows))
+        .into_par_iter()
+        .map(|band| {
+            let rows = band * band_rows..((band + 1) * band_rows).min(height);
+            let touched = rows.start..(rows.end + reach).min(height);
+            let mut dens = vec![0.0; touched.len() * width];
+            accumulate(
+                image,
+                width,
+                height,
+                reach,
+                inv_kernel_size_sqr,
+                rows,
+                &mut dens,
+            );
+            (touched.start * width, dens)
+        })
+        .collect();
     let mut dens: Vec<f64> = (0..image.len()).map(tie_noise).collect();
+    for (offset, band) in &partial {
+        for (d, b) in dens[*offset..].iter_mut().zip(band) {
+            *d += b;
+        }
+    }
+    dens
+}
+
+/// Adds the kernel terms of every pair whose first pixel (in row-major order) lies in `rows` to
+/// `dens`, which holds the pixels from the first of `rows` on.
+fn accumulate(
+    image: &[[f64; 3]],
+    width: usize,
+    height: usize,
+    reach: usize,
+    inv_kernel_size_sqr: f64,
+    rows: std::ops::Range<usize>,
+    dens: &mut [f64],
+) {
     // Spatial weights exp(-(dr² + dc²) / 2k²) could be factored out, but keeping the sum inside
     // one exp mirrors scikit-image's arithmetic.
-    for r in 0..height {
+    let offset = rows.start * width;
+    for r in rows {
         let r_max = (r + reach + 1).min(height);
         for c in 0..width {
             let p = r * width + c;
@@ -127,7 +174,7 @@ fn densities(
                 let q = r * width + c_;
                 let e = pair_term(px, image[q], 0.0, (c_ - c) as f64, inv_kernel_size_sqr);
                 acc += e;
-                dens[q] += e;
+                dens[q - offset] += e;
             }
             // Rows below, whole window width.
             let c_min = c.saturating_sub(reach);
@@ -138,13 +185,12 @@ fn densities(
                     let q = row + c_;
                     let e = pair_term(px, image[q], dr, c as f64 - c_ as f64, inv_kernel_size_sqr);
                     acc += e;
-                    dens[q] += e;
+                    dens[q - offset] += e;
                 }
             }
-            dens[p] += acc;
+            dens[p - offset] += acc;
         }
     }
-    dens
 }
 
 /// `exp(d² × inv_kernel_size_sqr)`, with `d²` summed in scikit-image's order.
@@ -173,37 +219,40 @@ fn parents(
     max_dist: f64,
 ) -> Vec<usize> {
     let mut parent: Vec<usize> = (0..image.len()).collect();
-    for r in 0..height {
-        let r_min = r.saturating_sub(reach);
-        let r_max = (r + reach + 1).min(height);
-        for c in 0..width {
-            let p = r * width + c;
-            let (px, current) = (image[p], dens[p]);
-            let c_min = c.saturating_sub(reach);
-            let c_max = (c + reach + 1).min(width);
-            let mut closest = f64::MAX;
-            let mut best = p;
-            for r_ in r_min..r_max {
-                let dr = r as f64 - r_ as f64;
-                let row = r_ * width;
-                for c_ in c_min..c_max {
-                    let q = row + c_;
-                    if dens[q] > current {
-                        let d = dist2(px, image[q], dr, c as f64 - c_ as f64);
-                        if d < closest {
-                            closest = d;
-                            best = q;
+    parent
+        .par_chunks_mut(width)
+        .enumerate()
+        .for_each(|(r, row_parents)| {
+            let r_min = r.saturating_sub(reach);
+            let r_max = (r + reach + 1).min(height);
+            for (c, parent_p) in row_parents.iter_mut().enumerate() {
+                let p = r * width + c;
+                let (px, current) = (image[p], dens[p]);
+                let c_min = c.saturating_sub(reach);
+                let c_max = (c + reach + 1).min(width);
+                let mut closest = f64::MAX;
+                let mut best = p;
+                for r_ in r_min..r_max {
+                    let dr = r as f64 - r_ as f64;
+                    let row = r_ * width;
+                    for c_ in c_min..c_max {
+                        let q = row + c_;
+                        if dens[q] > current {
+                            let d = dist2(px, image[q], dr, c as f64 - c_ as f64);
+                            if d < closest {
+                                closest = d;
+                                best = q;
+                            }
                         }
                     }
                 }
+                // `too_far = sqrt(closest) > max_dist`; a pixel without a denser neighbour keeps itself.
+                let too_far = closest.sqrt() > max_dist;
+                if !too_far {
+                    *parent_p = best;
+                }
             }
-            // `too_far = sqrt(closest) > max_dist`; a pixel without a denser neighbour keeps itself.
-            let too_far = closest.sqrt() > max_dist;
-            if !too_far {
-                parent[p] = best;
-            }
-        }
-    }
+        });
     parent
 }
 

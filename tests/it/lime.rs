@@ -66,6 +66,27 @@ fn quickshift_agrees_with_scikit_image() {
     }
 }
 
+/// The density pass runs in fixed row bands summed in band order, so one core and many give
+/// the same segments, bit for bit.
+#[test]
+fn quickshift_gives_the_same_segments_on_any_number_of_threads() {
+    let img = image::open(data("coffee_224.png")).expect("view").to_rgb8();
+    let on = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool")
+            .install(|| Quickshift::default().segment(&img))
+    };
+    let one = on(1);
+    assert!(
+        one.iter().max().copied().unwrap_or(0) > 10,
+        "too few segments"
+    );
+    assert_eq!(one, on(3));
+    assert_eq!(one, on(8));
+}
+
 #[test]
 fn adjusted_rand_index_is_right_on_known_cases() {
     assert!((adjusted_rand(&[0, 0, 1, 1], &[5, 5, 7, 7]) - 1.0).abs() < 1e-12);
