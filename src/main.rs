@@ -225,6 +225,22 @@ struct DeviceArg {
     /// Where to run: a hardware GPU if any (auto), any wgpu adapter (gpu), or the CPU.
     #[arg(long, value_enum, default_value_t = DeviceOpt::Auto)]
     device: DeviceOpt,
+    /// Images per forward pass [default: from the device's buffer limit, at most 256 on a GPU
+    /// and 16 on the CPU]. Results do not depend on it; a chunk the device refuses is retried
+    /// in halves.
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    batch: Option<usize>,
+}
+
+impl DeviceArg {
+    /// Loads `info` onto `compute` with this batch size.
+    fn load(&self, info: ModelInfo, compute: &Compute) -> glassbox::Result<Classifier> {
+        let mut classifier = Classifier::load(info, compute)?;
+        if let Some(batch) = self.batch {
+            classifier.set_chunk_size(batch);
+        }
+        Ok(classifier)
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -254,7 +270,7 @@ fn main() -> ExitCode {
             top,
             device,
             json,
-        } => classify(&images, model.as_deref(), top, device.device.into(), json),
+        } => classify(&images, model.as_deref(), top, &device, json),
         Command::Explain(args) => explain(&args),
         Command::Compare(args) => compare_images(&args),
         Command::Study(args) => study(&args),
@@ -293,7 +309,7 @@ fn classify(
     images: &[PathBuf],
     model: Option<&str>,
     top: usize,
-    device: DeviceRequest,
+    device: &DeviceArg,
     json: bool,
 ) -> glassbox::Result<ExitCode> {
     if top == 0 {
@@ -302,11 +318,11 @@ fn classify(
         ));
     }
     let info = pick_model(model)?;
-    let compute = select_device(device)?;
+    let compute = select_device(device.device.into())?;
     if !json {
         eprintln!("glassbox: {} on {}", info.id(), compute);
     }
-    let classifier = Classifier::load(info, &compute)?;
+    let classifier = device.load(info, &compute)?;
     let pre = info.preprocess();
 
     // Decode every image first (a bad one is reported and skipped), then classify all views
@@ -594,7 +610,7 @@ fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
         explainer.name(),
         args.params.fill
     );
-    let classifier = Classifier::load(info, &compute)?;
+    let classifier = args.device.load(info, &compute)?;
 
     let mut failed = false;
     let total = args.images.len();
@@ -967,12 +983,13 @@ fn parse_spec(
 fn load_models(
     models: impl IntoIterator<Item = ModelInfo>,
     compute: &Compute,
+    device: &DeviceArg,
 ) -> glassbox::Result<HashMap<&'static str, Classifier>> {
     let mut loaded = HashMap::new();
     for info in models {
         if !loaded.contains_key(info.id()) {
             let info = pick_model(Some(info.id()))?;
-            loaded.insert(info.id(), Classifier::load(info, compute)?);
+            loaded.insert(info.id(), device.load(info, compute)?);
         }
     }
     Ok(loaded)
@@ -985,7 +1002,7 @@ fn compare_images(args: &CompareArgs) -> glassbox::Result<ExitCode> {
     prepare_out_dir(&args.out)?;
     let compute = select_device(args.device.device.into())?;
     eprintln!("glassbox: {} vs {} on {compute}", a.0, b.0);
-    let classifiers = load_models([a.1, b.1], &compute)?;
+    let classifiers = load_models([a.1, b.1], &compute, &args.device)?;
     let mut failed = false;
     let total = args.images.len();
     for (n, path) in args.images.iter().enumerate() {
@@ -1264,7 +1281,7 @@ fn study(args: &StudyArgs) -> glassbox::Result<ExitCode> {
             String::new()
         }
     );
-    let classifiers = load_models(study.models(), &compute)?;
+    let classifiers = load_models(study.models(), &compute, &args.device)?;
     let mut bar = Bar::new();
     study.run(&classifiers, |p| bar.update(&p))?;
     bar.finish();
