@@ -831,3 +831,37 @@ fn non_finite_model_outputs_are_an_error_naming_the_model() {
             .any(|f| f == "light.nan-output.statistical.json")
     );
 }
+
+/// `--batch` changes how variants are chunked, never what comes out: the same probabilities for
+/// every variant at 1, 7 and the device's own size; 0 is refused.
+#[test]
+fn batch_size_changes_nothing_but_the_chunking() {
+    let probabilities = |batch: Option<&str>| {
+        let out = scratch(&format!("batch_{}", batch.unwrap_or("default")));
+        let image = data("chelsea.png");
+        let mut extra = vec![path_str(&image), "--model", "planted-centre", "--grid", "4"];
+        if let Some(b) = batch {
+            extra.extend(["--batch", b]);
+        }
+        let run = explain_into(&out, &extra);
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        let doc: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.join("chelsea.planted-centre.arbitrary.json")).expect("json"),
+        )
+        .expect("parse");
+        let cells = doc["phases"][0]["cells"].as_array().expect("cells").clone();
+        assert_eq!(cells.len(), 16);
+        (cells, doc["faithfulness"].clone())
+    };
+    let reference = probabilities(None);
+    assert_eq!(probabilities(Some("1")), reference);
+    assert_eq!(probabilities(Some("7")), reference);
+
+    let refused = glassbox(&["classify", path_str(&data("chelsea.png")), "--batch", "0"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("--batch"),
+        "{}",
+        text(&refused.stderr)
+    );
+}
