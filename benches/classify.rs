@@ -3,17 +3,16 @@
 //! Every timed iteration uploads the batch, runs the forward pass and reads the probabilities
 //! back, which waits for the device: the numbers are end-to-end and device-synced.
 //! Run with `cargo bench --bench classify`; `GLASSBOX_BENCH_MODELS=googlenet,alexnet` and
-//! `GLASSBOX_BENCH_BATCHES=1,16` narrow it. The GPU group runs when a wgpu adapter exists
-//! (software adapters only with `GLASSBOX_BENCH_SOFTWARE_GPU=1`: lavapipe is ~20x slower).
+//! `GLASSBOX_BENCH_BATCHES=1,16` and `GLASSBOX_BENCH_DEVICES=gpu` narrow it. The GPU group runs
+//! when a wgpu adapter exists (software adapters only with `GLASSBOX_BENCH_SOFTWARE_GPU=1`: lavapipe is ~20x slower).
 
 use std::time::Duration;
 
 mod support;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use glassbox::device::Backend;
 use glassbox::view::to_input;
-use glassbox::{Classifier, Compute, DeviceRequest, ModelInfo};
+use glassbox::{Classifier, Compute, ModelInfo};
 use image::RgbImage;
 use support::list;
 
@@ -43,12 +42,11 @@ fn devices() -> Vec<(String, Compute)> {
         out.push(("cpu-untuned-malloc".to_string(), Compute::cpu()));
     }
     out.push(("cpu".to_string(), Compute::cpu()));
-    if let Ok((gpu, _)) = Compute::select(DeviceRequest::Gpu) {
-        let software = matches!(gpu.backend(), Backend::Gpu { software: true, .. });
-        if !software || std::env::var_os("GLASSBOX_BENCH_SOFTWARE_GPU").is_some() {
-            out.push(("gpu".to_string(), gpu));
-        }
-    }
+    out.extend(
+        support::devices()
+            .into_iter()
+            .filter(|(name, _)| name == "gpu"),
+    );
     out
 }
 

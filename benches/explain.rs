@@ -13,9 +13,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use glassbox::explain::{Method, OcclusionOptions, occlusion};
 use glassbox::perturb::{Fill, KeepMatrix, Perturber};
 use glassbox::segment::Segmentation;
-use glassbox::view::{View, load_photo, to_input};
-use glassbox::{Classifier, Compute, ModelInfo};
-use support::list;
+use glassbox::view::{View, to_input};
+use glassbox::{Classifier, ModelInfo};
+use support::{devices, list, photo};
 
 fn method(name: &str) -> Option<Method> {
     Some(match name {
@@ -29,75 +29,84 @@ fn method(name: &str) -> Option<Method> {
 
 fn explain(c: &mut Criterion) {
     glassbox::device::tune_allocator();
-    let compute = Compute::cpu();
-    let photo = load_photo(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/chelsea.png").as_ref())
-        .expect("chelsea.png");
-    for model in list("GLASSBOX_BENCH_MODELS", "efficientnet-lite0,googlenet") {
-        let Ok(info) = ModelInfo::find(&model) else {
-            continue;
-        };
-        let classifier = Classifier::load(info, &compute).expect("load");
-        let view = View::new(&photo.rgb, info.preprocess());
-        let mut group = c.benchmark_group(format!("explain/cpu/{model}"));
-        group
-            .sample_size(10)
-            .warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(20));
-        let options = OcclusionOptions::default();
-
-        // The baseline: one batched forward of 101 copies of the view (a 10x10 grid + base).
-        let one = to_input(&view.rgb, info.preprocess());
-        let batch: Vec<f32> = std::iter::repeat_n(one.as_slice(), 101)
-            .flatten()
-            .copied()
-            .collect();
-        group.throughput(Throughput::Elements(101));
-        // Building the same 101 variants without classifying them (read back to force them).
-        let segmentation =
-            Segmentation::grid(view.rgb.width(), view.rgb.height(), 10).expect("grid");
-        let mut keep = KeepMatrix::new(segmentation.count());
-        keep.push_all();
-        for i in 0..segmentation.count() {
-            keep.push_hiding(&[i]);
-        }
-        group.bench_function("build-variants-101", |b| {
-            b.iter(|| {
-                let perturber = Perturber::new(&classifier, &view.rgb, &segmentation, Fill::Black)
-                    .expect("perturber");
-                let mut start = 0;
-                while start < keep.rows() {
-                    let end = (start + classifier.chunk_size()).min(keep.rows());
-                    let _ = perturber.variants(&keep, start..end).into_data();
-                    start = end;
+    let photo = photo("chelsea.png");
+    for (device_name, compute) in devices() {
+        for model in list("GLASSBOX_BENCH_MODELS", "efficientnet-lite0,googlenet") {
+            let Ok(info) = ModelInfo::find(&model) else {
+                continue;
+            };
+            let classifier = match Classifier::load(info, &compute) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("skipping {model} on {device_name}: {e}");
+                    continue;
                 }
-            })
-        });
-        group.bench_function("forward-101", |b| {
-            b.iter(|| classifier.classify(&batch).expect("classify"))
-        });
+            };
+            let view = View::new(&photo.rgb, info.preprocess());
+            let mut group = c.benchmark_group(format!("explain/{device_name}/{model}"));
+            group
+                .sample_size(10)
+                .warm_up_time(Duration::from_secs(1))
+                .measurement_time(Duration::from_secs(20));
+            let options = OcclusionOptions::default();
 
-        for name in list(
-            "GLASSBOX_BENCH_METHODS",
-            "arbitrary,statistical,double-division,elbow",
-        ) {
-            let Some(m) = method(&name) else { continue };
-            let e = occlusion(&classifier, &view, m, &options).expect("explain");
-            let t = e.timings;
-            let total = t.preprocess + t.perturb_classify + t.rule;
-            eprintln!(
-                "{model}/{name}: {} variants, preprocess {:.1} ms, perturb+classify {:.1} ms, rule {:.2} ms: {:.2} % outside perturb+classify",
-                e.variants,
-                t.preprocess * 1e3,
-                t.perturb_classify * 1e3,
-                t.rule * 1e3,
-                100.0 * (t.preprocess + t.rule) / total
-            );
-            group.throughput(Throughput::Elements(e.variants as u64));
-            group.bench_function(name.as_str(), |b| {
-                b.iter(|| occlusion(&classifier, &view, m, &options).expect("explain"))
+            // The baseline: one batched forward of 101 copies of the view (a 10x10 grid + base).
+            let one = to_input(&view.rgb, info.preprocess());
+            let batch: Vec<f32> = std::iter::repeat_n(one.as_slice(), 101)
+                .flatten()
+                .copied()
+                .collect();
+            group.throughput(Throughput::Elements(101));
+            // Building the same 101 variants without classifying them (read back to force them).
+            let segmentation =
+                Segmentation::grid(view.rgb.width(), view.rgb.height(), 10).expect("grid");
+            let mut keep = KeepMatrix::new(segmentation.count());
+            keep.push_all();
+            for i in 0..segmentation.count() {
+                keep.push_hiding(&[i]);
+            }
+            group.bench_function("build-variants-101", |b| {
+                b.iter(|| {
+                    let perturber =
+                        Perturber::new(&classifier, &view.rgb, &segmentation, Fill::Black)
+                            .expect("perturber");
+                    let mut start = 0;
+                    while start < keep.rows() {
+                        let end = (start + classifier.chunk_size()).min(keep.rows());
+                        let _ = perturber.variants(&keep, start..end).into_data();
+                        start = end;
+                    }
+                })
             });
+            group.bench_function("forward-101", |b| {
+                b.iter(|| classifier.classify(&batch).expect("classify"))
+            });
+
+            for name in list(
+                "GLASSBOX_BENCH_METHODS",
+                "arbitrary,statistical,double-division,elbow",
+            ) {
+                let Some(m) = method(&name) else { continue };
+                // The first run compiles and autotunes the device's kernels: report the second.
+                let _ = occlusion(&classifier, &view, m, &options).expect("explain");
+                let e = occlusion(&classifier, &view, m, &options).expect("explain");
+                let t = e.timings;
+                let total = t.preprocess + t.perturb_classify + t.rule;
+                eprintln!(
+                    "{device_name}/{model}/{name}: {} variants, preprocess {:.1} ms, perturb+classify {:.1} ms, rule {:.2} ms: {:.2} % outside perturb+classify",
+                    e.variants,
+                    t.preprocess * 1e3,
+                    t.perturb_classify * 1e3,
+                    t.rule * 1e3,
+                    100.0 * (t.preprocess + t.rule) / total
+                );
+                group.throughput(Throughput::Elements(e.variants as u64));
+                group.bench_function(name.as_str(), |b| {
+                    b.iter(|| occlusion(&classifier, &view, m, &options).expect("explain"))
+                });
+            }
+            group.finish();
         }
-        group.finish();
     }
 }
 

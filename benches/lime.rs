@@ -1,46 +1,56 @@
-//! LIME end to end (1000 samples, 224², quickshift) per model, with its stage split printed once.
-//! Compare with `python3 benches/lime_python.py --model MODEL` (lime 0.2.0.1 + onnxruntime on
-//! the same ONNX graph) in the same session. `GLASSBOX_BENCH_MODELS` narrows the models.
+//! LIME end to end (1000 samples, 224², quickshift) per device and model, with its stage split
+//! printed once. Compare with `python3 benches/lime_python.py --model MODEL` (lime 0.2.0.1 +
+//! onnxruntime on the same ONNX graph) in the same session. `GLASSBOX_BENCH_MODELS` narrows the
+//! models, `GLASSBOX_BENCH_DEVICES=gpu` the devices (the GPU runs where a hardware adapter exists).
 
 use std::time::Duration;
 
+mod support;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use glassbox::explain::lime::{LimeOptions, lime};
-use glassbox::view::{View, load_photo};
-use glassbox::{Classifier, Compute, ModelInfo};
+use glassbox::view::View;
+use glassbox::{Classifier, ModelInfo};
+use support::{devices, list, photo};
 
 fn bench(c: &mut Criterion) {
     glassbox::device::tune_allocator();
-    let compute = Compute::cpu();
-    let photo = load_photo(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/chelsea.png").as_ref())
-        .expect("chelsea.png");
-    let models = std::env::var("GLASSBOX_BENCH_MODELS")
-        .unwrap_or_else(|_| "efficientnet-lite0,googlenet".into());
-    for model in models.split(',') {
-        let Ok(info) = ModelInfo::find(model.trim()) else {
-            continue;
-        };
-        let classifier = Classifier::load(info, &compute).expect("load");
-        let view = View::new(&photo.rgb, info.preprocess());
-        let options = LimeOptions::default();
-        let e = lime(&classifier, &view, &options).expect("lime");
-        let t = e.timings;
-        eprintln!(
-            "{model}: {} segments, segmentation {:.3} s, perturb+classify {:.2} s, regression {:.3} s",
-            e.segmentation.count(),
-            t.segmentation,
-            t.perturb_classify,
-            t.regression
-        );
-        let mut group = c.benchmark_group(format!("lime/cpu/{model}"));
-        group
-            .sample_size(10)
-            .warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(30));
-        group.bench_function("1000-samples", |b| {
-            b.iter(|| lime(&classifier, &view, &options).expect("lime"))
-        });
-        group.finish();
+    let photo = photo("chelsea.png");
+    for (device_name, compute) in devices() {
+        for model in list("GLASSBOX_BENCH_MODELS", "efficientnet-lite0,googlenet") {
+            let Ok(info) = ModelInfo::find(&model) else {
+                continue;
+            };
+            let classifier = match Classifier::load(info, &compute) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("skipping {model} on {device_name}: {e}");
+                    continue;
+                }
+            };
+            let view = View::new(&photo.rgb, info.preprocess());
+            let options = LimeOptions::default();
+            // The first run compiles and autotunes the device's kernels: report the second.
+            let _ = lime(&classifier, &view, &options).expect("lime");
+            let e = lime(&classifier, &view, &options).expect("lime");
+            let t = e.timings;
+            eprintln!(
+                "{device_name}/{model}: {} segments, segmentation {:.3} s, perturb+classify {:.3} s, regression {:.3} s",
+                e.segmentation.count(),
+                t.segmentation,
+                t.perturb_classify,
+                t.regression
+            );
+            let mut group = c.benchmark_group(format!("lime/{device_name}/{model}"));
+            group
+                .sample_size(10)
+                .warm_up_time(Duration::from_secs(1))
+                .measurement_time(Duration::from_secs(if compute.is_gpu() { 5 } else { 30 }));
+            group.bench_function("1000-samples", |b| {
+                b.iter(|| lime(&classifier, &view, &options).expect("lime"))
+            });
+            group.finish();
+        }
     }
 }
 

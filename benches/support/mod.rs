@@ -1,5 +1,13 @@
 //! Helpers shared by the benches.
 
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use glassbox::device::Backend;
+use glassbox::view::{Photo, load_photo};
+use glassbox::{Compute, DeviceRequest};
+
 /// A comma-separated list from environment variable `var`, or `default`.
 pub fn list(var: &str, default: &str) -> Vec<String> {
     std::env::var(var)
@@ -8,4 +16,38 @@ pub fn list(var: &str, default: &str) -> Vec<String> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect()
+}
+
+/// A photo from `tests/data`, or from `$GLASSBOX_BENCH_DATA` where the bench binary was copied
+/// to another machine without its source tree.
+pub fn photo(name: &str) -> Photo {
+    let dir = std::env::var_os("GLASSBOX_BENCH_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data")));
+    let path = dir.join(name);
+    load_photo(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The hardware wgpu adapter, if one exists. Software adapters (lavapipe, ~20x slower than the
+/// CPU backend) only with `GLASSBOX_BENCH_SOFTWARE_GPU=1`.
+pub fn gpu() -> Option<Compute> {
+    let (gpu, _) = Compute::select(DeviceRequest::Gpu).ok()?;
+    let software = matches!(gpu.backend(), Backend::Gpu { software: true, .. });
+    (!software || std::env::var_os("GLASSBOX_BENCH_SOFTWARE_GPU").is_some()).then_some(gpu)
+}
+
+/// `("cpu", cpu)` and, where a hardware adapter exists, `("gpu", gpu)`; `GLASSBOX_BENCH_DEVICES`
+/// (e.g. `gpu`) narrows them.
+pub fn devices() -> Vec<(String, Compute)> {
+    let wanted = list("GLASSBOX_BENCH_DEVICES", "cpu,gpu");
+    let mut out = Vec::new();
+    if wanted.iter().any(|d| d == "cpu") {
+        out.push(("cpu".to_string(), Compute::cpu()));
+    }
+    if wanted.iter().any(|d| d == "gpu")
+        && let Some(gpu) = gpu()
+    {
+        out.push(("gpu".to_string(), gpu));
+    }
+    out
 }
