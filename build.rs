@@ -174,6 +174,14 @@ fn run(dirs: &[PathBuf]) -> Result<(), String> {
         }
     }
 
+    if env::var_os("CARGO_FEATURE_LAYER_PROFILE").is_some() {
+        for model in &models {
+            let rs = out_dir.join("model").join(format!("{}.rs", model.ident));
+            let source = fs::read_to_string(&rs).map_err(|e| format!("{}: {e}", rs.display()))?;
+            fs::write(&rs, instrument(&source)).map_err(|e| format!("{}: {e}", rs.display()))?;
+        }
+    }
+
     for model in &mut models {
         model.weights_path = out_dir.join("model").join(format!("{}.bpk", model.ident));
         model.weights_len = fs::metadata(&model.weights_path)
@@ -734,6 +742,57 @@ fn largest_buffer_per_sample(path: &Path) -> Result<u64, String> {
         }
     }
     Ok(largest)
+}
+
+/// Feature `layer-profile`: a `mark` after every statement of the generated `forward`, so that
+/// `glassbox::model::layers` can charge each one its time. Convolutions are marked with their
+/// module, whose kernel size and groups name the kind of work.
+fn instrument(source: &str) -> String {
+    let mut out = String::with_capacity(source.len() * 2);
+    let mut in_forward = false;
+    let mut pending: Option<(String, Option<String>)> = None;
+    for line in source.lines() {
+        out.push_str(line);
+        out.push('\n');
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("pub fn forward(") {
+            in_forward = true;
+            continue;
+        }
+        if !in_forward {
+            continue;
+        }
+        if line.starts_with("    }") {
+            in_forward = false;
+            continue;
+        }
+        if let Some(rest) = trimmed.strip_prefix("let ") {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let conv = rest
+                .split_once("= self.")
+                .map(|(_, call)| call.split('.').next().unwrap_or_default().to_string())
+                .filter(|field| field.starts_with("conv2d"));
+            if !name.is_empty() {
+                pending = Some((name, conv));
+            }
+        }
+        if trimmed.ends_with(';')
+            && let Some((name, conv)) = pending.take()
+        {
+            match conv {
+                Some(field) => writeln!(
+                    out,
+                    "        crate::model::layers::mark_conv({name:?}, &self.{field});"
+                ),
+                None => writeln!(out, "        crate::model::layers::mark({name:?});"),
+            }
+            .ok();
+        }
+    }
+    out
 }
 
 fn hex(bytes: &[u8]) -> String {

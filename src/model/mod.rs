@@ -94,6 +94,9 @@ pub(crate) struct ModelSpec {
 #[repr(C, align(256))]
 pub(crate) struct Aligned<const N: usize>(pub [u8; N]);
 
+#[cfg(feature = "layer-profile")]
+pub mod layers;
+
 mod generated {
     use super::*;
     include!(concat!(env!("OUT_DIR"), "/models.rs"));

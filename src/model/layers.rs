@@ -1,0 +1,76 @@
+//! Per-layer timing of the generated forward passes (cargo feature `layer-profile`).
+//!
+//! With the feature on, `build.rs` puts a [`mark`] after every statement of each model's
+//! generated `forward`; each mark charges the time since the previous one to the statement that
+//! just ran. On the CPU backend (flex) every operation runs to completion before the next
+//! statement, so the charge is that operation's own time. GPU backends queue work
+//! asynchronously: there the marks measure only the queueing, so profile on the CPU.
+//! `examples/layers.rs` prints the table.
+
+use std::cell::RefCell;
+use std::time::Instant;
+
+use burn::nn::conv::Conv2d;
+
+/// One statement's share of a forward pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerTime {
+    /// The generated variable the statement assigns (e.g. `conv2d17_out1`).
+    pub name: &'static str,
+    /// What kind of work it is (`conv 3x3`, `depthwise 5x5`, `clip`, `add`, ...).
+    pub kind: String,
+    /// Seconds spent in it.
+    pub seconds: f64,
+}
+
+thread_local! {
+    static CLOCK: RefCell<Option<(Instant, Vec<LayerTime>)>> = const { RefCell::new(None) };
+}
+
+/// Starts recording on this thread (the thread that calls `classify`), dropping what was
+/// recorded before.
+pub fn start() {
+    CLOCK.with(|c| *c.borrow_mut() = Some((Instant::now(), Vec::new())));
+}
+
+/// Stops recording and returns every statement timed since [`start`], in order (several
+/// forward passes, one after another, when the batch was split into chunks).
+pub fn take() -> Vec<LayerTime> {
+    CLOCK.with(|c| c.borrow_mut().take().map(|(_, v)| v).unwrap_or_default())
+}
+
+/// Charges the time since the previous mark to statement `name`, unless recording is off.
+pub(crate) fn mark(name: &'static str) {
+    record(name, || kind_of(name));
+}
+
+/// As [`mark`], for a convolution: its kind says depthwise or not, and its kernel size.
+pub(crate) fn mark_conv(name: &'static str, conv: &Conv2d) {
+    record(name, || {
+        let [kh, kw] = conv.kernel_size;
+        let depthwise = conv.groups > 1 && conv.weight.val().dims()[1] == 1;
+        format!("{} {kh}x{kw}", if depthwise { "depthwise" } else { "conv" })
+    });
+}
+
+fn record(name: &'static str, kind: impl FnOnce() -> String) {
+    CLOCK.with(|c| {
+        if let Some((last, times)) = c.borrow_mut().as_mut() {
+            let now = Instant::now();
+            times.push(LayerTime {
+                name,
+                kind: kind(),
+                seconds: now.duration_since(*last).as_secs_f64(),
+            });
+            // The kind is computed before `now`, so its cost is not charged to the next layer.
+            *last = Instant::now();
+        }
+    });
+}
+
+/// `clip12_out1` → `clip`: the generated name without its number and output suffix.
+fn kind_of(name: &str) -> String {
+    let stem = name.split("_out").next().unwrap_or(name);
+    stem.trim_end_matches(|c: char| c.is_ascii_digit())
+        .to_string()
+}
