@@ -174,12 +174,15 @@ fn run(dirs: &[PathBuf]) -> Result<(), String> {
         }
     }
 
-    if env::var_os("CARGO_FEATURE_LAYER_PROFILE").is_some() {
-        for model in &models {
-            let rs = out_dir.join("model").join(format!("{}.rs", model.ident));
-            let source = fs::read_to_string(&rs).map_err(|e| format!("{}: {e}", rs.display()))?;
-            fs::write(&rs, instrument(&source)).map_err(|e| format!("{}: {e}", rs.display()))?;
+    let profile = env::var_os("CARGO_FEATURE_LAYER_PROFILE").is_some();
+    for model in &models {
+        let rs = out_dir.join("model").join(format!("{}.rs", model.ident));
+        let source = fs::read_to_string(&rs).map_err(|e| format!("{}: {e}", rs.display()))?;
+        let mut source = use_cpu_kernels(&source);
+        if profile {
+            source = instrument(&source);
         }
+        fs::write(&rs, source).map_err(|e| format!("{}: {e}", rs.display()))?;
     }
 
     for model in &mut models {
@@ -744,6 +747,96 @@ fn largest_buffer_per_sample(path: &Path) -> Result<u64, String> {
     Ok(largest)
 }
 
+/// Routes the generated `forward`'s convolutions and max pools through `crate::model::cpu`
+/// (glassbox's CPU kernels, burn's elsewhere), folding into a convolution the `Relu` or `Clip`
+/// on the next line when that is the only use of its output.
+fn use_cpu_kernels(source: &str) -> String {
+    let lines: Vec<&str> = source.lines().collect();
+    let Some(start) = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("pub fn forward("))
+    else {
+        return source.to_string();
+    };
+    let end = lines[start..]
+        .iter()
+        .position(|l| l.starts_with("    }"))
+        .map_or(lines.len(), |i| start + i);
+    let body = lines[start..end].join("\n");
+    let mut out: Vec<String> = lines[..start].iter().map(|l| l.to_string()).collect();
+    let mut i = start;
+    while i < end {
+        let line = lines[i];
+        i += 1;
+        if let Some((name, field, arg)) = module_call(line, "maxpool2d") {
+            out.push(format!(
+                "        let {name} = crate::model::cpu::max_pool2d(&self.{field}, {arg});"
+            ));
+            continue;
+        }
+        let Some((name, field, arg)) = module_call(line, "conv2d") else {
+            out.push(line.to_string());
+            continue;
+        };
+        let activation = lines
+            .get(i)
+            .filter(|_| i < end && uses(&body, &name) == 2)
+            .and_then(|next| activation_of(next, &name));
+        let (name, activation) = match activation {
+            Some((fused, activation)) => {
+                i += 1;
+                (fused, activation)
+            }
+            None => (name, "None".to_string()),
+        };
+        out.push(format!(
+            "        let {name} = crate::model::cpu::conv2d(&self.{field}, {arg}, crate::model::cpu::Activation::{activation});"
+        ));
+    }
+    out.extend(lines[end..].iter().map(|l| l.to_string()));
+    out.join("\n") + "\n"
+}
+
+/// `let NAME = self.FIELD.forward(ARG);` with FIELD starting with `kind`.
+fn module_call(line: &str, kind: &str) -> Option<(String, String, String)> {
+    let rest = line.trim().strip_prefix("let ")?;
+    let (name, rest) = rest.split_once(" = self.")?;
+    let (field, rest) = rest.split_once(".forward(")?;
+    let arg = rest.strip_suffix(");")?;
+    let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_');
+    (field.starts_with(kind) && plain(name) && plain(field) && plain(arg))
+        .then(|| (name.to_string(), field.to_string(), arg.to_string()))
+}
+
+/// `let NAME = burn::tensor::activation::relu(INPUT);` or `let NAME = INPUT.clamp(LO, HI);`:
+/// NAME and the activation's variant.
+fn activation_of(line: &str, input: &str) -> Option<(String, String)> {
+    let rest = line.trim().strip_prefix("let ")?;
+    let (name, call) = rest.split_once(" = ")?;
+    if call == format!("burn::tensor::activation::relu({input});") {
+        return Some((name.to_string(), "Relu".to_string()));
+    }
+    let bounds = call
+        .strip_prefix(&format!("{input}.clamp("))?
+        .strip_suffix(");")?;
+    let (lo, hi) = bounds.split_once(", ")?;
+    let number = |s: &str| s.strip_suffix("f64").and_then(|n| n.parse::<f64>().ok());
+    let (lo, hi) = (number(lo)?, number(hi)?);
+    Some((name.to_string(), format!("Clamp({lo:?}, {hi:?})")))
+}
+
+/// How many times `ident` occurs in `text` as a whole identifier.
+fn uses(text: &str, ident: &str) -> usize {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(ident)
+        .filter(|(at, _)| {
+            let before = text[..*at].chars().next_back();
+            let after = text[at + ident.len()..].chars().next();
+            !before.is_some_and(word) && !after.is_some_and(word)
+        })
+        .count()
+}
+
 /// Feature `layer-profile`: a `mark` after every statement of the generated `forward`, so that
 /// `glassbox::model::layers` can charge each one its time. Convolutions are marked with their
 /// module, whose kernel size and groups name the kind of work.
@@ -771,10 +864,10 @@ fn instrument(source: &str) -> String {
                 .chars()
                 .take_while(|c| c.is_alphanumeric() || *c == '_')
                 .collect();
-            let conv = rest
-                .split_once("= self.")
-                .map(|(_, call)| call.split('.').next().unwrap_or_default().to_string())
-                .filter(|field| field.starts_with("conv2d"));
+            let conv = rest.split_once("self.conv2d").map(|(_, call)| {
+                let digits: String = call.chars().take_while(char::is_ascii_digit).collect();
+                format!("conv2d{digits}")
+            });
             if !name.is_empty() {
                 pending = Some((name, conv));
             }

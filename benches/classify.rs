@@ -34,12 +34,16 @@ fn inputs(info: &ModelInfo, batch: usize) -> Vec<f32> {
 
 /// Devices to run on, in order. The CPU runs first with the C allocator as the process found it
 /// (`cpu-untuned-malloc`, unless `GLASSBOX_BENCH_UNTUNED=0`), then after
-/// `glassbox::device::tune_allocator()` as the binary runs (`cpu`): the same-process ratio of the
-/// two is the allocator tuning's effect.
+/// `glassbox::device::tune_allocator()` with every layer through burn (`cpu-burn-kernels`, unless
+/// `GLASSBOX_BENCH_BURN_KERNELS=0`), then as the binary runs (`cpu`): the same-process ratios
+/// are the allocator tuning's and glassbox's CPU kernels' effects.
 fn devices() -> Vec<(String, Compute)> {
     let mut out = Vec::new();
     if std::env::var("GLASSBOX_BENCH_UNTUNED").as_deref() != Ok("0") {
         out.push(("cpu-untuned-malloc".to_string(), Compute::cpu()));
+    }
+    if std::env::var("GLASSBOX_BENCH_BURN_KERNELS").as_deref() != Ok("0") {
+        out.push(("cpu-burn-kernels".to_string(), Compute::cpu()));
     }
     out.push(("cpu".to_string(), Compute::cpu()));
     out.extend(
@@ -57,9 +61,11 @@ fn classify(c: &mut Criterion) {
         .filter_map(|b| b.parse().ok())
         .collect();
     for (device_name, compute) in devices() {
-        if device_name == "cpu" {
+        if device_name != "cpu-untuned-malloc" {
             glassbox::device::tune_allocator();
         }
+        // Every layer through burn for the baseline, glassbox's CPU kernels for the rest.
+        glassbox::model::cpu::set_enabled(device_name != "cpu-burn-kernels");
         for model in &models {
             let Ok(info) = ModelInfo::find(model) else {
                 continue;

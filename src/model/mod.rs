@@ -94,6 +94,7 @@ pub(crate) struct ModelSpec {
 #[repr(C, align(256))]
 pub(crate) struct Aligned<const N: usize>(pub [u8; N]);
 
+pub mod cpu;
 #[cfg(feature = "layer-profile")]
 pub mod layers;
 

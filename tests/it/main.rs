@@ -5,6 +5,7 @@ mod chunking;
 mod cli;
 mod common;
 mod compare;
+mod cpu_kernels;
 mod explain;
 mod gpu;
 mod known_answers;

@@ -1,0 +1,346 @@
+//! glassbox's own CPU kernels for the layers burn-flex runs slowest.
+//!
+//! `examples/layers.rs` showed where the CPU forward pass goes: GoogLeNet spent 55 % of it in
+//! max pooling, EfficientNet-Lite0 42 % in depthwise convolutions and 27 % in the ReLU6 clamps
+//! after its convolutions (each a separate, single-threaded pass over a large tensor). The
+//! generated `forward` of every model calls [`conv2d`] and [`max_pool2d`] instead of the burn
+//! modules (`build.rs` rewrites the calls, and folds a `Relu` or `Clip` that only consumes a
+//! convolution's output into that call). On the CPU device these run:
+//!
+//! - depthwise convolutions up to 3x3 (one input channel per group, no dilation, explicit or no
+//!   padding) and max pooling as direct kernels over NCHW planes, every plane on its own core
+//!   (rayon), the activation applied while the output plane is still in cache;
+//! - any other convolution through burn, then its activation in place, on every core.
+//!
+//! Everything else, and every tensor on a GPU, goes to burn unchanged. The results equal
+//! burn's own kernels to float rounding (`tests/it/cpu_kernels.rs`) and whole models still
+//! match onnxruntime (`tests/it/parity.rs`).
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn_flex::{Flex, FlexTensor};
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns glassbox's CPU kernels on (the default) or off for the whole process; off, every layer
+/// runs through burn, as a baseline for measurements.
+pub fn set_enabled(enabled: bool) {
+    ENABLED.store(enabled, Ordering::Relaxed);
+}
+
+fn enabled_on(x: &Tensor<4>) -> bool {
+    ENABLED.load(Ordering::Relaxed) && x.device() == Device::flex()
+}
+
+/// The activation applied to a convolution's output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    /// None.
+    None,
+    /// `max(x, 0)`, NaN kept.
+    Relu,
+    /// `x` clamped to `[min, max]` (ONNX `Clip`), NaN kept.
+    Clamp(f32, f32),
+}
+
+impl Activation {
+    /// Applies it as burn would (the fallback path).
+    fn burn(self, y: Tensor<4>) -> Tensor<4> {
+        match self {
+            Activation::None => y,
+            Activation::Relu => burn::tensor::activation::relu(y),
+            Activation::Clamp(lo, hi) => y.clamp(lo, hi),
+        }
+    }
+
+    /// Whether the in-place kernels can apply it (a clamp needs ordered, non-NaN bounds).
+    fn native(self) -> bool {
+        match self {
+            Activation::Clamp(lo, hi) => lo <= hi,
+            _ => true,
+        }
+    }
+
+    #[inline(always)]
+    fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::None => x,
+            Activation::Relu => {
+                if x.is_nan() || x > 0.0 {
+                    x
+                } else {
+                    0.0
+                }
+            }
+            Activation::Clamp(lo, hi) => x.clamp(lo, hi),
+        }
+    }
+
+    fn apply_all(self, values: &mut [f32]) {
+        match self {
+            Activation::None => {}
+            Activation::Relu => values
+                .iter_mut()
+                .for_each(|x| *x = Activation::Relu.apply(*x)),
+            Activation::Clamp(lo, hi) => values.iter_mut().for_each(|x| *x = x.clamp(lo, hi)),
+        }
+    }
+}
+
+/// `conv` applied to `x`, then `activation`.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>, activation: Activation) -> Tensor<4> {
+    if !enabled_on(&x) || !activation.native() {
+        return activation.burn(conv.forward(x));
+    }
+    if let Some(y) = depthwise(conv, &x, activation) {
+        return y;
+    }
+    in_place(conv.forward(x), activation)
+}
+
+/// `pool` applied to `x`.
+pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    if !enabled_on(&x) {
+        return pool.forward(x);
+    }
+    max_pool_flex(pool, &x).unwrap_or_else(|| pool.forward(x))
+}
+
+/// Applies `activation` to a CPU tensor in place on every core, or through burn when the tensor
+/// is shared or strided.
+fn in_place(y: Tensor<4>, activation: Activation) -> Tensor<4> {
+    if activation == Activation::None {
+        return y;
+    }
+    let fallback = y.clone();
+    let mut t = match y.try_into_primitive::<Flex>() {
+        Ok(t) => t,
+        Err(_) => return activation.burn(fallback),
+    };
+    // Only `t` may hold the storage now.
+    drop(fallback);
+    let n = t.layout().num_elements();
+    let plain = t.dtype() == DType::F32
+        && t.is_unique()
+        && t.layout().is_contiguous()
+        && t.layout().start_offset() == 0;
+    match t.try_storage_mut::<f32>() {
+        Some(values) if plain && values.len() >= n => {
+            values[..n]
+                .par_chunks_mut(1 << 14)
+                .for_each(|chunk| activation.apply_all(chunk));
+            Tensor::from_primitive::<Flex>(t)
+        }
+        _ => activation.burn(Tensor::from_primitive::<Flex>(t)),
+    }
+}
+
+/// The tensor's f32 values in NCHW order, if it lives on the CPU as f32.
+fn values(x: &Tensor<4>) -> Option<(FlexTensor, usize, usize)> {
+    let t = x.clone().try_into_primitive::<Flex>().ok()?;
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    let (start, end) = t.layout().contiguous_offsets()?;
+    Some((t, start, end))
+}
+
+/// Padding `(top, left, bottom, right)` of an explicit or absent padding.
+fn padding(p: &PaddingConfig2d) -> Option<[usize; 4]> {
+    match p {
+        PaddingConfig2d::Valid => Some([0; 4]),
+        PaddingConfig2d::Explicit(t, l, b, r) => Some([*t, *l, *b, *r]),
+        PaddingConfig2d::Same => None,
+    }
+}
+
+/// A window operation over NCHW planes: geometry shared by depthwise convolution and pooling.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    height: usize,
+    width: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    /// Top and left padding.
+    pad: [usize; 2],
+    out_height: usize,
+    out_width: usize,
+}
+
+impl Window {
+    /// Output columns `ox` whose input column `ox * stride + kx - pad` lies inside the row.
+    fn columns(&self, kx: usize) -> std::ops::Range<usize> {
+        let (s, p) = (self.stride[1], self.pad[1]);
+        // ox * s + kx >= p  and  ox * s + kx - p < width
+        let lo = p.saturating_sub(kx).div_ceil(s);
+        let hi = (self.width + p)
+            .saturating_sub(kx)
+            .div_ceil(s)
+            .min(self.out_width);
+        lo.min(hi)..hi
+    }
+
+    /// The input row read by output row `oy` at kernel row `ky`, if inside the plane.
+    fn row(&self, oy: usize, ky: usize) -> Option<usize> {
+        (oy * self.stride[0] + ky)
+            .checked_sub(self.pad[0])
+            .filter(|&y| y < self.height)
+    }
+}
+
+/// Depthwise convolution with bias and activation, or `None` where this kernel does not apply.
+fn depthwise(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Tensor<4>> {
+    let weight = conv.weight.val();
+    let [channels, per_group, kh, kw] = weight.dims();
+    let [n, c, height, width] = x.dims();
+    // Measured on Lite0 at batch 16 (examples/layers.rs): this kernel beats burn's on 3x3
+    // depthwise layers (40 vs 55 ms) but not on 5x5 ones (70 vs 55 ms), whose small planes favour
+    // burn's im2col + gemm; those stay with burn (their activation still runs in place).
+    if per_group != 1 || conv.groups != c || channels != c || conv.dilation != [1, 1] || kh * kw > 9
+    {
+        return None;
+    }
+    let [top, left, bottom, right] = padding(&conv.padding)?;
+    let [sh, sw] = conv.stride;
+    let (padded_h, padded_w) = (height + top + bottom, width + left + right);
+    if padded_h < kh || padded_w < kw || sh == 0 || sw == 0 {
+        return None;
+    }
+    let window = Window {
+        height,
+        width,
+        kernel: [kh, kw],
+        stride: [sh, sw],
+        pad: [top, left],
+        out_height: (padded_h - kh) / sh + 1,
+        out_width: (padded_w - kw) / sw + 1,
+    };
+    let weights: Vec<f32> = weight.into_data().try_to_vec().ok()?;
+    let bias: Vec<f32> = match &conv.bias {
+        Some(b) => b.val().into_data().try_to_vec().ok()?,
+        None => vec![0.0; c],
+    };
+    let (t, start, end) = values(x)?;
+    let input = &t.storage::<f32>()[start..end];
+    let plane_in = height * width;
+    let plane_out = window.out_height * window.out_width;
+    let mut out = vec![0.0f32; n * c * plane_out];
+    out.par_chunks_mut(plane_out)
+        .enumerate()
+        .for_each(|(plane, out)| {
+            let ch = plane % c;
+            let input = &input[plane * plane_in..(plane + 1) * plane_in];
+            let kernel = &weights[ch * kh * kw..(ch + 1) * kh * kw];
+            window_plane(&window, input, out, bias[ch], |acc, ky, kx, src| {
+                let w = kernel[ky * kw + kx];
+                for (a, v) in acc.iter_mut().zip(src) {
+                    *a += w * v;
+                }
+            });
+            activation.apply_all(out);
+        });
+    let shape = [n, c, window.out_height, window.out_width];
+    Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(
+        TensorData::new(out, shape),
+    )))
+}
+
+/// Max pooling (padding ignored, as `-inf`), or `None` where this kernel does not apply.
+fn max_pool_flex(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
+    let [n, c, height, width] = x.dims();
+    let [kh, kw] = pool.kernel_size;
+    let [sh, sw] = pool.stride;
+    let [top, left, bottom, right] = padding(&pool.padding)?;
+    if pool.dilation != [1, 1] || sh == 0 || sw == 0 || kh == 0 || kw == 0 {
+        return None;
+    }
+    let out_len = |size: usize, pad_lo: usize, pad_hi: usize, k: usize, s: usize| {
+        let span = (size + pad_lo + pad_hi).checked_sub(k)?;
+        let mut out = if pool.ceil_mode {
+            span.div_ceil(s) + 1
+        } else {
+            span / s + 1
+        };
+        // PyTorch's rule: the last window must start inside the input or its left padding.
+        if pool.ceil_mode && (out - 1) * s >= size + pad_lo {
+            out -= 1;
+        }
+        Some(out)
+    };
+    let window = Window {
+        height,
+        width,
+        kernel: [kh, kw],
+        stride: [sh, sw],
+        pad: [top, left],
+        out_height: out_len(height, top, bottom, kh, sh)?,
+        out_width: out_len(width, left, right, kw, sw)?,
+    };
+    let (t, start, end) = values(x)?;
+    let input = &t.storage::<f32>()[start..end];
+    let plane_in = height * width;
+    let plane_out = window.out_height * window.out_width;
+    let mut out = vec![0.0f32; n * c * plane_out];
+    out.par_chunks_mut(plane_out)
+        .enumerate()
+        .for_each(|(plane, out)| {
+            let input = &input[plane * plane_in..(plane + 1) * plane_in];
+            window_plane(&window, input, out, f32::NEG_INFINITY, |acc, _, _, src| {
+                for (a, &v) in acc.iter_mut().zip(src) {
+                    // NaN propagates, as in PyTorch and onnxruntime; a select, so it vectorises.
+                    *a = if v > *a || v.is_nan() { v } else { *a };
+                }
+            });
+        });
+    let shape = [n, c, window.out_height, window.out_width];
+    Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(
+        TensorData::new(out, shape),
+    )))
+}
+
+/// Runs `combine(acc, ky, kx, inputs)` over every kernel tap of every output row of one plane,
+/// where `acc` is the slice of output columns whose input column exists and `inputs` the input
+/// values they read at that tap (contiguous for stride 1, gathered otherwise).
+fn window_plane(
+    window: &Window,
+    input: &[f32],
+    out: &mut [f32],
+    init: f32,
+    combine: impl Fn(&mut [f32], usize, usize, &[f32]),
+) {
+    let [kh, kw] = window.kernel;
+    let [sw, left] = [window.stride[1], window.pad[1]];
+    let mut gathered = vec![0.0f32; window.out_width];
+    // The valid output columns of each kernel column, computed once per plane.
+    let columns: Vec<std::ops::Range<usize>> = (0..kw).map(|kx| window.columns(kx)).collect();
+    for (oy, row_out) in out.chunks_mut(window.out_width).enumerate() {
+        row_out.fill(init);
+        for ky in 0..kh {
+            let Some(y) = window.row(oy, ky) else {
+                continue;
+            };
+            let row_in = &input[y * window.width..(y + 1) * window.width];
+            for (kx, cols) in columns.iter().enumerate() {
+                if cols.is_empty() {
+                    continue;
+                }
+                // Input column of output column `ox`: ox * sw + kx - left.
+                let first = cols.start * sw + kx - left;
+                let acc = &mut row_out[cols.clone()];
+                if sw == 1 {
+                    combine(acc, ky, kx, &row_in[first..first + cols.len()]);
+                } else {
+                    let src = &mut gathered[..cols.len()];
+                    for (i, v) in src.iter_mut().enumerate() {
+                        *v = row_in[first + i * sw];
+                    }
+                    combine(acc, ky, kx, src);
+                }
+            }
+        }
+    }
+}
