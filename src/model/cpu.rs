@@ -7,9 +7,9 @@
 //! modules (`build.rs` rewrites the calls, and folds a `Relu` or `Clip` that only consumes a
 //! convolution's output into that call). On the CPU device these run:
 //!
-//! - depthwise convolutions up to 3x3 (one input channel per group, no dilation, explicit or no
-//!   padding) and max pooling as direct kernels over NCHW planes, every plane on its own core
-//!   (rayon), the activation applied while the output plane is still in cache;
+//! - depthwise convolutions (one input channel per group, no dilation, explicit or no padding;
+//!   strided ones up to 3x3) and max pooling as direct kernels over NCHW planes, every plane on
+//!   its own core (rayon), the activation applied while the output plane is still in cache;
 //! - any other convolution through burn, then its activation in place, on every core.
 //!
 //! Everything else, and every tensor on a GPU, goes to burn unchanged. The results equal
@@ -197,10 +197,15 @@ fn depthwise(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
     let weight = conv.weight.val();
     let [channels, per_group, kh, kw] = weight.dims();
     let [n, c, height, width] = x.dims();
-    // Measured on Lite0 at batch 16 (examples/layers.rs): this kernel beats burn's on 3x3
-    // depthwise layers (40 vs 55 ms) but not on 5x5 ones (70 vs 55 ms), whose small planes favour
-    // burn's im2col + gemm; those stay with burn (their activation still runs in place).
-    if per_group != 1 || conv.groups != c || channels != c || conv.dilation != [1, 1] || kh * kw > 9
+    // Measured on Lite0 at batch 16 (examples/layers.rs): the row kernel beats burn's on 3x3
+    // layers but not on strided 5x5 ones, whose small planes favour burn's im2col + gemm; those
+    // stay with burn (their activation still runs in place). Stride 1 uses the flat kernel.
+    let strided = conv.stride != [1, 1];
+    if per_group != 1
+        || conv.groups != c
+        || channels != c
+        || conv.dilation != [1, 1]
+        || (strided && kh * kw > 9)
     {
         return None;
     }
@@ -235,6 +240,18 @@ fn depthwise(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
             let ch = plane % c;
             let input = &input[plane * plane_in..(plane + 1) * plane_in];
             let kernel = &weights[ch * kh * kw..(ch + 1) * kh * kw];
+            if !strided {
+                flat_plane(
+                    &window,
+                    [top, left, bottom, right],
+                    input,
+                    out,
+                    kernel,
+                    bias[ch],
+                );
+                activation.apply_all(out);
+                return;
+            }
             window_plane(&window, input, out, bias[ch], |acc, ky, kx, src| {
                 let w = kernel[ky * kw + kx];
                 for (a, v) in acc.iter_mut().zip(src) {
@@ -247,6 +264,42 @@ fn depthwise(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
     Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(
         TensorData::new(out, shape),
     )))
+}
+
+/// A stride-1 depthwise plane as one long multiply-add per kernel tap: the input is copied into
+/// a zero-padded plane of width `wp`, and output `(oy, ox)` is accumulated at `oy * wp + ox`
+/// of a flat buffer (the `wp - out_width` columns between rows are computed and dropped), so
+/// every tap is a single contiguous loop however small the plane.
+fn flat_plane(
+    window: &Window,
+    [top, left, bottom, right]: [usize; 4],
+    input: &[f32],
+    out: &mut [f32],
+    kernel: &[f32],
+    bias: f32,
+) {
+    let [kh, kw] = window.kernel;
+    let (wp, hp) = (window.width + left + right, window.height + top + bottom);
+    let mut padded = vec![0.0f32; hp * wp];
+    for (y, row) in input.chunks(window.width).enumerate() {
+        let at = (y + top) * wp + left;
+        padded[at..at + window.width].copy_from_slice(row);
+    }
+    let (ho, wo) = (window.out_height, window.out_width);
+    let len = (ho - 1) * wp + wo;
+    let mut acc = vec![bias; len];
+    for ky in 0..kh {
+        for kx in 0..kw {
+            let w = kernel[ky * kw + kx];
+            let start = ky * wp + kx;
+            for (a, v) in acc.iter_mut().zip(&padded[start..start + len]) {
+                *a += w * v;
+            }
+        }
+    }
+    for (oy, row) in out.chunks_mut(wo).enumerate() {
+        row.copy_from_slice(&acc[oy * wp..oy * wp + wo]);
+    }
 }
 
 /// Max pooling (padding ignored, as `-inf`), or `None` where this kernel does not apply.

@@ -65,7 +65,15 @@ fn reference(conv: &Conv2d, x: Tensor<4>, activation: Activation) -> Tensor<4> {
 
 #[test]
 fn depthwise_convolutions_equal_burns() {
-    for (k, stride, pad, size) in [(3, 1, 1, 17), (3, 2, 1, 17), (3, 2, 0, 16), (5, 2, 2, 15)] {
+    for (k, stride, pad, size) in [
+        (3, 1, 1, 17),
+        (3, 1, 0, 9),
+        (5, 1, 2, 7),
+        (5, 1, 2, 28),
+        (3, 2, 1, 17),
+        (3, 2, 0, 16),
+        (5, 2, 2, 15),
+    ] {
         let conv = depthwise(6, k, stride, pad);
         let x = tensor([2, 6, size, size], size as u64);
         for activation in [
