@@ -768,6 +768,17 @@ fn use_cpu_kernels(source: &str) -> String {
     while i < end {
         let line = lines[i];
         i += 1;
+        if line.contains(" = LocalResponseNormConfig::new(") {
+            let last = lines[i - 1..end]
+                .iter()
+                .position(|l| l.trim_end().ends_with(';'))
+                .map_or(end, |p| i + p);
+            if let Some(call) = lrn_call(&lines[i - 1..last]) {
+                out.push(call);
+                i = last;
+                continue;
+            }
+        }
         if let Some((name, field, arg)) = module_call(line, "maxpool2d") {
             out.push(format!(
                 "        let {name} = crate::model::cpu::max_pool2d(&self.{field}, {arg});"
@@ -804,8 +815,47 @@ fn module_call(line: &str, kind: &str) -> Option<(String, String, String)> {
     let (field, rest) = rest.split_once(".forward(")?;
     let arg = rest.strip_suffix(");")?;
     let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_');
-    (field.starts_with(kind) && plain(name) && plain(field) && plain(arg))
+    let input = arg.strip_suffix(".clone()").unwrap_or(arg);
+    (field.starts_with(kind) && plain(name) && plain(field) && plain(input))
         .then(|| (name.to_string(), field.to_string(), arg.to_string()))
+}
+
+/// A `LocalResponseNormConfig::new(SIZE)…init().forward(ARG);` statement spanning `lines`:
+/// `let NAME = crate::model::cpu::lrn(ARG, SIZE, ALPHA, BETA, K);`, burn's defaults where the
+/// generated code sets none.
+fn lrn_call(lines: &[&str]) -> Option<String> {
+    let first = lines.first()?.trim().strip_prefix("let ")?;
+    let (name, rest) = first.split_once(" = LocalResponseNormConfig::new(")?;
+    let size = rest.strip_suffix(')')?.trim_end_matches(" as usize");
+    let mut params = [
+        ("with_alpha", "0.0001f64".to_string()),
+        ("with_beta", "0.75f64".to_string()),
+        ("with_k", "1.0f64".to_string()),
+    ];
+    let mut arg = None;
+    for line in &lines[1..] {
+        let line = line.trim();
+        if let Some(a) = line
+            .strip_prefix(".forward(")
+            .and_then(|a| a.strip_suffix(");"))
+        {
+            arg = Some(a);
+            continue;
+        }
+        for (method, value) in &mut params {
+            if let Some(v) = line
+                .strip_prefix(&format!(".{method}("))
+                .and_then(|v| v.strip_suffix(')'))
+            {
+                *value = v.to_string();
+            }
+        }
+    }
+    let [(_, alpha), (_, beta), (_, k)] = params;
+    Some(format!(
+        "        let {name} = crate::model::cpu::lrn({arg}, {size}, {alpha}, {beta}, {k});",
+        arg = arg?
+    ))
 }
 
 /// `let NAME = burn::tensor::activation::relu(INPUT);` or `let NAME = INPUT.clamp(LO, HI);`:

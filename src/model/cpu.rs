@@ -12,6 +12,8 @@
 //!   its own core (rayon), the activation applied while the output plane is still in cache;
 //! - any other convolution through burn, then its activation in place, on every core.
 //!
+//! - local response normalisation (GoogLeNet's zoo graph) across channels, one image per core.
+//!
 //! Everything else, and every tensor on a GPU, goes to burn unchanged. The results equal
 //! burn's own kernels to float rounding (`tests/it/cpu_kernels.rs`) and whole models still
 //! match onnxruntime (`tests/it/parity.rs`).
@@ -108,6 +110,65 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
         return pool.forward(x);
     }
     max_pool_flex(pool, &x).unwrap_or_else(|| pool.forward(x))
+}
+
+/// Local response normalisation across channels (ONNX `LRN`, burn's `LocalResponseNorm`):
+/// `x / (k + alpha / size × Σ x²)^beta`, the sum over channels `c - (size-1)/2 ..= c + size/2`.
+pub fn lrn(x: Tensor<4>, size: usize, alpha: f64, beta: f64, k: f64) -> Tensor<4> {
+    let burn = |x: Tensor<4>| {
+        burn::nn::LocalResponseNormConfig::new(size)
+            .with_alpha(alpha)
+            .with_beta(beta)
+            .with_k(k)
+            .init()
+            .forward(x)
+    };
+    if !enabled_on(&x) || size == 0 {
+        return burn(x);
+    }
+    lrn_flex(&x, size, alpha as f32, beta as f32, k as f32).unwrap_or_else(|| burn(x))
+}
+
+fn lrn_flex(x: &Tensor<4>, size: usize, alpha: f32, beta: f32, k: f32) -> Option<Tensor<4>> {
+    let [n, c, height, width] = x.dims();
+    let plane = height * width;
+    let (t, start, end) = values(x)?;
+    let input = &t.storage::<f32>()[start..end];
+    let (before, after) = ((size - 1) / 2, size / 2);
+    let scale = alpha / size as f32;
+    let mut out = vec![0.0f32; n * c * plane];
+    out.par_chunks_mut(c * plane)
+        .zip(input.par_chunks(c * plane))
+        .for_each(|(out, input)| {
+            let squares: Vec<f32> = input.iter().map(|v| v * v).collect();
+            let mut sum = vec![0.0f32; plane];
+            for ch in 0..c {
+                sum.fill(0.0);
+                for other in ch.saturating_sub(before)..(ch + after + 1).min(c) {
+                    for (s, q) in sum
+                        .iter_mut()
+                        .zip(&squares[other * plane..(other + 1) * plane])
+                    {
+                        *s += q;
+                    }
+                }
+                let range = ch * plane..(ch + 1) * plane;
+                for ((o, v), s) in out[range.clone()].iter_mut().zip(&input[range]).zip(&sum) {
+                    let base = k + scale * s;
+                    // x^0.75 as two square roots: exact enough and far cheaper than powf.
+                    let power = if beta == 0.75 {
+                        let root = base.sqrt();
+                        root * root.sqrt()
+                    } else {
+                        base.powf(beta)
+                    };
+                    *o = v / power;
+                }
+            }
+        });
+    Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(
+        TensorData::new(out, [n, c, height, width]),
+    )))
 }
 
 /// Applies `activation` to a CPU tensor in place on every core, or through burn when the tensor

@@ -151,3 +151,21 @@ fn a_nan_in_a_pooling_window_comes_out_as_nan() {
     );
     assert!(out.iter().all(|v| v.is_nan() || *v == 0.5));
 }
+
+#[test]
+fn local_response_norm_equals_burns() {
+    for (size, beta) in [(5, 0.75), (4, 0.75), (3, 0.6)] {
+        let x = tensor([2, 7, 5, 6], size as u64);
+        let want = burn::nn::LocalResponseNormConfig::new(size)
+            .with_alpha(0.3)
+            .with_beta(beta)
+            .with_k(1.5)
+            .init()
+            .forward(x.clone());
+        assert_close(
+            cpu::lrn(x, size, 0.3, beta, 1.5),
+            want,
+            &format!("LRN size {size} beta {beta}"),
+        );
+    }
+}
