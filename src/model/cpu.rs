@@ -166,9 +166,7 @@ fn lrn_flex(x: &Tensor<4>, size: usize, alpha: f32, beta: f32, k: f32) -> Option
                 }
             }
         });
-    Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(
-        TensorData::new(out, [n, c, height, width]),
-    )))
+    Some(flex_tensor(out, [n, c, height, width]))
 }
 
 /// Applies `activation` to a CPU tensor in place on every core, or through burn when the tensor
@@ -208,6 +206,35 @@ fn values(x: &Tensor<4>) -> Option<(FlexTensor, usize, usize)> {
     }
     let (start, end) = t.layout().contiguous_offsets()?;
     Some((t, start, end))
+}
+
+/// A CPU tensor of shape `[n, c, h, w]` holding `values`.
+fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> Tensor<4> {
+    Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(values, shape)))
+}
+
+/// Runs `kernel(plane, input, output)` for every `(image, channel)` plane of `x`, each on its
+/// own core, into a new tensor of `window`'s output size; `None` if `x` is not CPU f32.
+fn per_plane(
+    x: &Tensor<4>,
+    window: &Window,
+    kernel: impl Fn(usize, &[f32], &mut [f32]) + Sync,
+) -> Option<Tensor<4>> {
+    let [n, c, _, _] = x.dims();
+    let (t, start, end) = values(x)?;
+    let input = &t.storage::<f32>()[start..end];
+    let plane_in = window.height * window.width;
+    let plane_out = window.out_height * window.out_width;
+    let mut out = vec![0.0f32; n * c * plane_out];
+    out.par_chunks_mut(plane_out)
+        .enumerate()
+        .for_each(|(plane, out)| {
+            kernel(plane, &input[plane * plane_in..(plane + 1) * plane_in], out);
+        });
+    Some(flex_tensor(
+        out,
+        [n, c, window.out_height, window.out_width],
+    ))
 }
 
 /// Padding `(top, left, bottom, right)` of an explicit or absent padding.
@@ -257,7 +284,7 @@ impl Window {
 fn depthwise(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Tensor<4>> {
     let weight = conv.weight.val();
     let [channels, per_group, kh, kw] = weight.dims();
-    let [n, c, height, width] = x.dims();
+    let [_, c, height, width] = x.dims();
     // Measured on Lite0 at batch 16 (examples/layers.rs): the row kernel beats burn's on 3x3
     // layers but not on strided 5x5 ones, whose small planes favour burn's im2col + gemm; those
     // stay with burn (their activation still runs in place). Stride 1 uses the flat kernel.
@@ -290,41 +317,28 @@ fn depthwise(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
         Some(b) => b.val().into_data().try_to_vec().ok()?,
         None => vec![0.0; c],
     };
-    let (t, start, end) = values(x)?;
-    let input = &t.storage::<f32>()[start..end];
-    let plane_in = height * width;
-    let plane_out = window.out_height * window.out_width;
-    let mut out = vec![0.0f32; n * c * plane_out];
-    out.par_chunks_mut(plane_out)
-        .enumerate()
-        .for_each(|(plane, out)| {
-            let ch = plane % c;
-            let input = &input[plane * plane_in..(plane + 1) * plane_in];
-            let kernel = &weights[ch * kh * kw..(ch + 1) * kh * kw];
-            if !strided {
-                flat_plane(
-                    &window,
-                    [top, left, bottom, right],
-                    input,
-                    out,
-                    kernel,
-                    bias[ch],
-                );
-                activation.apply_all(out);
-                return;
-            }
+    per_plane(x, &window, |plane, input, out| {
+        let ch = plane % c;
+        let kernel = &weights[ch * kh * kw..(ch + 1) * kh * kw];
+        if strided {
             window_plane(&window, input, out, bias[ch], |acc, ky, kx, src| {
                 let w = kernel[ky * kw + kx];
                 for (a, v) in acc.iter_mut().zip(src) {
                     *a += w * v;
                 }
             });
-            activation.apply_all(out);
-        });
-    let shape = [n, c, window.out_height, window.out_width];
-    Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(
-        TensorData::new(out, shape),
-    )))
+        } else {
+            flat_plane(
+                &window,
+                [top, left, bottom, right],
+                input,
+                out,
+                kernel,
+                bias[ch],
+            );
+        }
+        activation.apply_all(out);
+    })
 }
 
 /// A stride-1 depthwise plane as one long multiply-add per kernel tap: the input is copied into
@@ -365,7 +379,7 @@ fn flat_plane(
 
 /// Max pooling (padding ignored, as `-inf`), or `None` where this kernel does not apply.
 fn max_pool_flex(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
-    let [n, c, height, width] = x.dims();
+    let [_, _, height, width] = x.dims();
     let [kh, kw] = pool.kernel_size;
     let [sh, sw] = pool.stride;
     let [top, left, bottom, right] = padding(&pool.padding)?;
@@ -394,26 +408,14 @@ fn max_pool_flex(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
         out_height: out_len(height, top, bottom, kh, sh)?,
         out_width: out_len(width, left, right, kw, sw)?,
     };
-    let (t, start, end) = values(x)?;
-    let input = &t.storage::<f32>()[start..end];
-    let plane_in = height * width;
-    let plane_out = window.out_height * window.out_width;
-    let mut out = vec![0.0f32; n * c * plane_out];
-    out.par_chunks_mut(plane_out)
-        .enumerate()
-        .for_each(|(plane, out)| {
-            let input = &input[plane * plane_in..(plane + 1) * plane_in];
-            window_plane(&window, input, out, f32::NEG_INFINITY, |acc, _, _, src| {
-                for (a, &v) in acc.iter_mut().zip(src) {
-                    // NaN propagates, as in PyTorch and onnxruntime; a select, so it vectorises.
-                    *a = if v > *a || v.is_nan() { v } else { *a };
-                }
-            });
+    per_plane(x, &window, |_, input, out| {
+        window_plane(&window, input, out, f32::NEG_INFINITY, |acc, _, _, src| {
+            for (a, &v) in acc.iter_mut().zip(src) {
+                // NaN propagates, as in PyTorch and onnxruntime; a select, so it vectorises.
+                *a = if v > *a || v.is_nan() { v } else { *a };
+            }
         });
-    let shape = [n, c, window.out_height, window.out_width];
-    Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(
-        TensorData::new(out, shape),
-    )))
+    })
 }
 
 /// Runs `combine(acc, ky, kx, inputs)` over every kernel tap of every output row of one plane,
