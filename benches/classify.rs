@@ -12,7 +12,7 @@ mod support;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use glassbox::view::to_input;
-use glassbox::{Classifier, Compute, ModelInfo};
+use glassbox::{Compute, ModelInfo};
 use image::RgbImage;
 use support::list;
 
@@ -67,15 +67,8 @@ fn classify(c: &mut Criterion) {
         // Every layer through burn for the baseline, glassbox's CPU kernels for the rest.
         glassbox::model::cpu::set_enabled(device_name != "cpu-burn-kernels");
         for model in &models {
-            let Ok(info) = ModelInfo::find(model) else {
+            let Some((info, classifier)) = support::load(model, &device_name, &compute) else {
                 continue;
-            };
-            let classifier = match Classifier::load(info, &compute) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("skipping {model} on {device_name}: {e}");
-                    continue;
-                }
             };
             let mut group = c.benchmark_group(format!("classify/{device_name}/{model}"));
             group

@@ -14,7 +14,6 @@ use glassbox::explain::{Method, OcclusionOptions, occlusion};
 use glassbox::perturb::{Fill, KeepMatrix, Perturber};
 use glassbox::segment::Segmentation;
 use glassbox::view::{View, to_input};
-use glassbox::{Classifier, ModelInfo};
 use support::{devices, list, photo};
 
 fn method(name: &str) -> Option<Method> {
@@ -32,15 +31,8 @@ fn explain(c: &mut Criterion) {
     let photo = photo("chelsea.png");
     for (device_name, compute) in devices() {
         for model in list("GLASSBOX_BENCH_MODELS", "efficientnet-lite0,googlenet") {
-            let Ok(info) = ModelInfo::find(&model) else {
+            let Some((info, classifier)) = support::load(&model, &device_name, &compute) else {
                 continue;
-            };
-            let classifier = match Classifier::load(info, &compute) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("skipping {model} on {device_name}: {e}");
-                    continue;
-                }
             };
             let view = View::new(&photo.rgb, info.preprocess());
             let mut group = c.benchmark_group(format!("explain/{device_name}/{model}"));

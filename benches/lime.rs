@@ -10,7 +10,6 @@ mod support;
 use criterion::{Criterion, criterion_group, criterion_main};
 use glassbox::explain::lime::{LimeOptions, lime};
 use glassbox::view::View;
-use glassbox::{Classifier, ModelInfo};
 use support::{devices, list, photo};
 
 fn bench(c: &mut Criterion) {
@@ -18,15 +17,8 @@ fn bench(c: &mut Criterion) {
     let photo = photo("chelsea.png");
     for (device_name, compute) in devices() {
         for model in list("GLASSBOX_BENCH_MODELS", "efficientnet-lite0,googlenet") {
-            let Ok(info) = ModelInfo::find(&model) else {
+            let Some((info, classifier)) = support::load(&model, &device_name, &compute) else {
                 continue;
-            };
-            let classifier = match Classifier::load(info, &compute) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("skipping {model} on {device_name}: {e}");
-                    continue;
-                }
             };
             let view = View::new(&photo.rgb, info.preprocess());
             let options = LimeOptions::default();

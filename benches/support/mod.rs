@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use glassbox::device::Backend;
 use glassbox::view::{Photo, load_photo};
-use glassbox::{Compute, DeviceRequest};
+use glassbox::{Classifier, Compute, DeviceRequest, ModelInfo};
 
 /// A comma-separated list from environment variable `var`, or `default`.
 pub fn list(var: &str, default: &str) -> Vec<String> {
@@ -50,4 +50,17 @@ pub fn devices() -> Vec<(String, Compute)> {
         out.push(("gpu".to_string(), gpu));
     }
     out
+}
+
+/// Model `model` loaded on `compute`, or `None`: silently for a model this build lacks, with a
+/// line saying why when the device cannot load it.
+pub fn load(model: &str, device_name: &str, compute: &Compute) -> Option<(ModelInfo, Classifier)> {
+    let info = ModelInfo::find(model).ok()?;
+    match Classifier::load(info, compute) {
+        Ok(classifier) => Some((info, classifier)),
+        Err(e) => {
+            eprintln!("skipping {model} on {device_name}: {e}");
+            None
+        }
+    }
 }
