@@ -3,18 +3,22 @@
 //! `examples/layers.rs` showed where the CPU forward pass goes: GoogLeNet spent 55 % of it in
 //! max pooling, EfficientNet-Lite0 42 % in depthwise convolutions and 27 % in the ReLU6 clamps
 //! after its convolutions (each a separate, single-threaded pass over a large tensor). The
-//! generated `forward` of every model calls [`conv2d`] and [`max_pool2d`] instead of the burn
-//! modules (`build.rs` rewrites the calls, and folds a `Relu` or `Clip` that only consumes a
+//! generated `forward` of every model calls [`conv2d`], [`max_pool2d`] and [`lrn`] instead of the
+//! burn modules (`build.rs` rewrites the calls, and folds a `Relu` or `Clip` that only consumes a
 //! convolution's output into that call). On the CPU device these run:
 //!
 //! - depthwise convolutions (one input channel per group, no dilation, explicit or no padding;
-//!   strided ones up to 3x3) and max pooling as direct kernels over NCHW planes, every plane on
-//!   its own core (rayon), the activation applied while the output plane is still in cache;
-//! - any other convolution through burn, then its activation in place, on every core.
-//!
+//!   strided ones up to 3x3) as direct kernels over NCHW planes, every plane on its own core
+//!   (rayon), the activation applied while the output plane is still in cache;
+//! - every other convolution with explicit or no padding as im2col + gemm over bands of output
+//!   rows (the `gemm` crate burn-flex uses, on pre-laid-out weights: an NCHW convolution's
+//!   weights already are the gemm's left matrix), bias and activation fused, the bands of all
+//!   images spread over the cores;
+//! - max pooling in two separable passes (across each row, then down the reduced rows);
 //! - local response normalisation (GoogLeNet's zoo graph) across channels, one image per core.
 //!
-//! Everything else, and every tensor on a GPU, goes to burn unchanged. The results equal
+//! Everything else (and the few convolutions none of these take, whose activation then runs
+//! in place on every core), and every tensor on a GPU, goes to burn unchanged. The results equal
 //! burn's own kernels to float rounding (`tests/it/cpu_kernels.rs`) and whole models still
 //! match onnxruntime (`tests/it/parity.rs`).
 
@@ -99,6 +103,9 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>, activation: Activation) -> Tensor<4> 
         return activation.burn(conv.forward(x));
     }
     if let Some(y) = depthwise(conv, &x, activation) {
+        return y;
+    }
+    if let Some(y) = gemm_conv(conv, &x, activation) {
         return y;
     }
     in_place(conv.forward(x), activation)
@@ -198,8 +205,8 @@ fn in_place(y: Tensor<4>, activation: Activation) -> Tensor<4> {
     }
 }
 
-/// The tensor's f32 values in NCHW order, if it lives on the CPU as f32.
-fn values(x: &Tensor<4>) -> Option<(FlexTensor, usize, usize)> {
+/// The tensor's f32 values in row-major order, if it lives on the CPU as f32.
+fn values<const D: usize>(x: &Tensor<D>) -> Option<(FlexTensor, usize, usize)> {
     let t = x.clone().try_into_primitive::<Flex>().ok()?;
     if t.dtype() != DType::F32 {
         return None;
@@ -383,7 +390,8 @@ fn max_pool_flex(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
     let [kh, kw] = pool.kernel_size;
     let [sh, sw] = pool.stride;
     let [top, left, bottom, right] = padding(&pool.padding)?;
-    if pool.dilation != [1, 1] || sh == 0 || sw == 0 || kh == 0 || kw == 0 {
+    // Padding of a whole kernel or more would make windows of padding only (PyTorch refuses it).
+    if pool.dilation != [1, 1] || sh == 0 || sw == 0 || kh == 0 || kw == 0 || left >= kw {
         return None;
     }
     let out_len = |size: usize, pad_lo: usize, pad_hi: usize, k: usize, s: usize| {
@@ -409,13 +417,56 @@ fn max_pool_flex(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
         out_width: out_len(width, left, right, kw, sw)?,
     };
     per_plane(x, &window, |_, input, out| {
-        window_plane(&window, input, out, f32::NEG_INFINITY, |acc, _, _, src| {
-            for (a, &v) in acc.iter_mut().zip(src) {
-                // NaN propagates, as in PyTorch and onnxruntime; a select, so it vectorises.
-                *a = if v > *a || v.is_nan() { v } else { *a };
-            }
-        });
+        max_pool_plane(&window, input, out)
     })
+}
+
+/// The larger of `a` and `v`, NaN if either is (as PyTorch and onnxruntime pool); a select,
+/// so loops over it vectorise.
+#[inline(always)]
+fn max_nan(a: f32, v: f32) -> f32 {
+    if v > a || v.is_nan() { v } else { a }
+}
+
+/// Max pooling of one plane in two passes, since a rectangular window's maximum is the
+/// maximum over its rows of each row's maximum: every input row is reduced across the kernel's
+/// width (from a copy padded with `-inf`), then each output row takes the maximum of the
+/// reduced rows under it, a contiguous, vectorised loop per kernel row.
+fn max_pool_plane(window: &Window, input: &[f32], out: &mut [f32]) {
+    let [kh, kw] = window.kernel;
+    let [sw, left] = [window.stride[1], window.pad[1]];
+    let (width, wo) = (window.width, window.out_width);
+    let span = (wo - 1) * sw + kw;
+    let mut scratch = vec![f32::NEG_INFINITY; span + window.height * wo];
+    let (padded, reduced) = scratch.split_at_mut(span);
+    let copied = width.min(span.saturating_sub(left));
+    for (row, acc) in input.chunks(width).zip(reduced.chunks_mut(wo)) {
+        // Only [left, left + copied) is ever written: the rest stays -inf.
+        padded[left..left + copied].copy_from_slice(&row[..copied]);
+        if sw == 1 {
+            for kx in 0..kw {
+                for (a, &v) in acc.iter_mut().zip(&padded[kx..kx + wo]) {
+                    *a = max_nan(*a, v);
+                }
+            }
+        } else {
+            for (ox, a) in acc.iter_mut().enumerate() {
+                for &v in &padded[ox * sw..ox * sw + kw] {
+                    *a = max_nan(*a, v);
+                }
+            }
+        }
+    }
+    for (oy, acc) in out.chunks_mut(wo).enumerate() {
+        acc.fill(f32::NEG_INFINITY);
+        for ky in 0..kh {
+            if let Some(y) = window.row(oy, ky) {
+                for (a, &v) in acc.iter_mut().zip(&reduced[y * wo..(y + 1) * wo]) {
+                    *a = max_nan(*a, v);
+                }
+            }
+        }
+    }
 }
 
 /// Runs `combine(acc, ky, kx, inputs)` over every kernel tap of every output row of one plane,
@@ -455,6 +506,202 @@ fn window_plane(
                         *v = row_in[first + i * sw];
                     }
                     combine(acc, ky, kx, src);
+                }
+            }
+        }
+    }
+}
+
+/// A raw pointer to an output buffer that several threads write, each to its own part.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: the pointer is only used to write disjoint regions of one live buffer (see
+// `gemm_conv`), which outlives every thread of the parallel loop.
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The pointer `offset` floats in (a method, so that closures capture the whole `Send +
+    /// Sync` wrapper rather than its raw pointer field); only dereferenced by `gemm_conv`, which
+    /// stays inside the buffer.
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// Floats that one tile's im2col block and output block may each hold: a tile stays in the
+/// core's L2 cache from the gemm to the activation.
+const TILE_FLOATS: usize = 48 << 10;
+
+/// The fewest output pixels a tile has, however large its blocks.
+const MIN_COLS: usize = 96;
+
+/// A convolution (any kernel size, stride, dilation and group count; explicit or no padding) as
+/// one gemm per tile of output rows, with bias and activation fused: for each image and each
+/// band of output rows, the band's im2col block `[cin/groups × kh × kw, band]` is built from the
+/// NCHW input (a 1×1 convolution reads the input in place), multiplied by the weights, which are
+/// already the `[cout/groups, cin/groups × kh × kw]` matrix the gemm wants, into an output that
+/// was filled with the bias, and the activation is applied while the band is still in cache.
+/// Bands of every image are spread over all cores. Depthwise convolutions are left to
+/// [`depthwise`] and burn: a one-row gemm per channel would waste the gemm.
+fn gemm_conv(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Tensor<4>> {
+    let weight = conv.weight.val();
+    let [cout, cin_g, kh, kw] = weight.dims();
+    let [n, cin, height, width] = x.dims();
+    let groups = conv.groups;
+    if groups == 0 || cin_g * groups != cin || cout % groups != 0 || (groups > 1 && cin_g == 1) {
+        return None;
+    }
+    let [top, left, bottom, right] = padding(&conv.padding)?;
+    let [sh, sw] = conv.stride;
+    let [dh, dw] = conv.dilation;
+    if sh == 0 || sw == 0 || dh == 0 || dw == 0 || kh == 0 || kw == 0 {
+        return None;
+    }
+    let (span_h, span_w) = ((kh - 1) * dh + 1, (kw - 1) * dw + 1);
+    let (padded_h, padded_w) = (height + top + bottom, width + left + right);
+    if padded_h < span_h || padded_w < span_w {
+        return None;
+    }
+    let (ho, wo) = ((padded_h - span_h) / sh + 1, (padded_w - span_w) / sw + 1);
+    let (wt, w_start, w_end) = values(&weight)?;
+    let weights = &wt.storage::<f32>()[w_start..w_end];
+    let bias_values = match &conv.bias {
+        Some(b) => Some(values(&b.val())?),
+        None => None,
+    };
+    let bias = bias_values
+        .as_ref()
+        .map(|(t, start, end)| &t.storage::<f32>()[*start..*end]);
+    let (xt, x_start, x_end) = values(x)?;
+    let input = &xt.storage::<f32>()[x_start..x_end];
+
+    let k = cin_g * kh * kw;
+    let cout_g = cout / groups;
+    let (plane_in, plane_out) = (height * width, ho * wo);
+    let pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && top + left + bottom + right == 0;
+    // Bands of at least MIN_COLS pixels: a thinner gemm spends more on packing than on work.
+    let band = (TILE_FLOATS / k.max(cout_g))
+        .max(MIN_COLS)
+        .div_ceil(wo)
+        .clamp(1, ho);
+    let bands = ho.div_ceil(band);
+    let mut out = vec![0.0f32; n * cout * plane_out];
+    let shared = SharedOut(out.as_mut_ptr());
+    (0..n * bands)
+        .into_par_iter()
+        .for_each_init(Vec::new, |col: &mut Vec<f32>, job| {
+            let (image, first_row) = (job / bands, job % bands * band);
+            let rows = first_row..(first_row + band).min(ho);
+            let (p0, cols) = (rows.start * wo, rows.len() * wo);
+            for g in 0..groups {
+                let x_group = &input[(image * cin + g * cin_g) * plane_in..][..cin_g * plane_in];
+                let (rhs, rhs_rs) = if pointwise {
+                    (x_group[p0..].as_ptr(), plane_in)
+                } else {
+                    col.resize(k * cols, 0.0);
+                    im2col(
+                        x_group,
+                        col,
+                        [height, width],
+                        [kh, kw],
+                        [sh, sw],
+                        [dh, dw],
+                        [top, left],
+                        wo,
+                        rows.clone(),
+                    );
+                    (col.as_ptr(), cols)
+                };
+                let first_out = (image * cout + g * cout_g) * plane_out + p0;
+                // The rows of this band and group, one slice per output channel.
+                // SAFETY: job (image, band) and group g own channels g*cout_g.. of that image
+                // and columns p0..p0+cols of their planes; no other job touches them, and
+                // `out` lives until the loop ends.
+                let row = |co: usize| unsafe {
+                    std::slice::from_raw_parts_mut(shared.at(first_out + co * plane_out), cols)
+                };
+                if let Some(bias) = bias {
+                    for co in 0..cout_g {
+                        row(co).fill(bias[g * cout_g + co]);
+                    }
+                }
+                // SAFETY: lhs is the group's [cout_g, k] row-major weights, rhs the [k, cols]
+                // block (row stride rhs_rs), dst the [cout_g, cols] block (row stride
+                // plane_out), all inside their buffers; dst is this job's own region.
+                unsafe {
+                    gemm::gemm(
+                        cout_g,
+                        cols,
+                        k,
+                        shared.at(first_out),
+                        1,
+                        plane_out as isize,
+                        bias.is_some(),
+                        weights[g * cout_g * k..].as_ptr(),
+                        1,
+                        k as isize,
+                        rhs,
+                        1,
+                        rhs_rs as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                for co in 0..cout_g {
+                    activation.apply_all(row(co));
+                }
+            }
+        });
+    Some(flex_tensor(out, [n, cout, ho, wo]))
+}
+
+/// Writes the im2col block of output rows `rows` of one group: row `(ci, ky, kx)` of `col`
+/// holds, for each output pixel of the band, the input value under kernel tap `(ky, kx)` of
+/// channel `ci` (zero in the padding).
+#[allow(clippy::too_many_arguments)]
+fn im2col(
+    input: &[f32],
+    col: &mut [f32],
+    [height, width]: [usize; 2],
+    [kh, kw]: [usize; 2],
+    [sh, sw]: [usize; 2],
+    [dh, dw]: [usize; 2],
+    [top, left]: [usize; 2],
+    wo: usize,
+    rows: std::ops::Range<usize>,
+) {
+    let cols = rows.len() * wo;
+    for (r, block) in col.chunks_mut(cols).enumerate() {
+        let (ci, ky, kx) = (r / (kh * kw), r / kw % kh, r % kw);
+        let plane = &input[ci * height * width..][..height * width];
+        // Output columns whose input column ox * sw + kx * dw - left lies inside the row.
+        let shift = kx * dw;
+        let lo = left.saturating_sub(shift).div_ceil(sw).min(wo);
+        let hi = (width + left)
+            .saturating_sub(shift)
+            .div_ceil(sw)
+            .clamp(lo, wo);
+        for (oy, dst) in rows.clone().zip(block.chunks_mut(wo)) {
+            let y = (oy * sh + ky * dh).checked_sub(top).filter(|&y| y < height);
+            let Some(y) = y else {
+                dst.fill(0.0);
+                continue;
+            };
+            let src = &plane[y * width..][..width];
+            dst[..lo].fill(0.0);
+            dst[hi..].fill(0.0);
+            let first = lo * sw + shift - left;
+            if sw == 1 {
+                dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+            } else {
+                for (i, d) in dst[lo..hi].iter_mut().enumerate() {
+                    *d = src[first + i * sw];
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! glassbox's CPU kernels (`glassbox::model::cpu`) against burn's own modules on the same
-//! tensors: depthwise convolution with its activation, any other convolution with an activation
-//! applied in place, and max pooling with and without ceil mode. Whole models are checked
-//! against onnxruntime in `parity.rs`.
+//! tensors: depthwise convolution with its activation, every other convolution (im2col + gemm
+//! with bias and activation fused), max pooling with and without ceil mode, and LRN. Whole
+//! models are checked against onnxruntime in `parity.rs`.
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -30,13 +30,18 @@ fn values(t: Tensor<4>) -> (Vec<usize>, Vec<f32>) {
 }
 
 fn assert_close(got: Tensor<4>, want: Tensor<4>, what: &str) {
+    assert_within(got, want, 1e-5, what);
+}
+
+/// Equal within `tolerance × (1 + |want|)`, NaN where `want` is NaN.
+fn assert_within(got: Tensor<4>, want: Tensor<4>, tolerance: f32, what: &str) {
     let (gd, g) = values(got);
     let (wd, w) = values(want);
     assert_eq!(gd, wd, "{what}: shape");
     for (i, (a, b)) in g.iter().zip(&w).enumerate() {
         let same_nan = a.is_nan() && b.is_nan();
         assert!(
-            same_nan || (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+            same_nan || (a - b).abs() <= tolerance * (1.0 + b.abs()),
             "{what}: element {i}: {a} vs {b}"
         );
     }
@@ -90,21 +95,105 @@ fn depthwise_convolutions_equal_burns() {
     }
 }
 
-#[test]
-fn other_convolutions_get_their_activation_in_place() {
-    let conv = Conv2dConfig::new([4, 5], [3, 3])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+/// A convolution with deterministic weights and bias.
+fn conv(
+    [cin, cout]: [usize; 2],
+    [kh, kw]: [usize; 2],
+    stride: usize,
+    [top, left, bottom, right]: [usize; 4],
+    dilation: usize,
+    groups: usize,
+    bias: bool,
+) -> Conv2d {
+    let mut conv = Conv2dConfig::new([cin, cout], [kh, kw])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(top, left, bottom, right))
+        .with_dilation([dilation, dilation])
+        .with_groups(groups)
+        .with_bias(bias)
         .init(&Device::flex());
-    let x = tensor([3, 4, 9, 9], 3);
-    for activation in [Activation::Relu, Activation::Clamp(-0.25, 0.25)] {
+    let seed = (cin * 31 + cout * 7 + kh * 3 + kw) as u64;
+    conv.weight = conv
+        .weight
+        .map(|_| tensor([cout, cin / groups, kh, kw], seed));
+    conv.bias = conv
+        .bias
+        .map(|b| b.map(|_| tensor([1, 1, 1, cout], seed + 1).reshape([cout])));
+    conv
+}
+
+#[test]
+fn gemm_convolutions_equal_burns() {
+    // (name, conv, input shape)
+    let cases = [
+        (
+            "3x3 pad 1",
+            conv([4, 5], [3, 3], 1, [1; 4], 1, 1, true),
+            [3, 4, 9, 9],
+        ),
+        (
+            "1x1 pointwise",
+            conv([16, 24], [1, 1], 1, [0; 4], 1, 1, true),
+            [2, 16, 7, 11],
+        ),
+        (
+            "1x1 stride 2",
+            conv([8, 6], [1, 1], 2, [0; 4], 1, 1, false),
+            [2, 8, 9, 9],
+        ),
+        (
+            "7x7 stride 2 pad 3 (GoogLeNet stem)",
+            conv([3, 8], [7, 7], 2, [3; 4], 1, 1, true),
+            [2, 3, 23, 23],
+        ),
+        (
+            "11x11 stride 4 (AlexNet stem)",
+            conv([3, 4], [11, 11], 4, [0; 4], 1, 1, true),
+            [1, 3, 35, 39],
+        ),
+        (
+            "5x5 in 2 groups",
+            conv([4, 6], [5, 5], 1, [2; 4], 1, 2, true),
+            [2, 4, 8, 8],
+        ),
+        (
+            "3x3 dilation 2",
+            conv([3, 4], [3, 3], 1, [2; 4], 2, 1, true),
+            [1, 3, 10, 10],
+        ),
+        (
+            "3x2 asymmetric padding",
+            conv([3, 4], [3, 2], 1, [1, 0, 2, 1], 1, 1, false),
+            [1, 3, 6, 7],
+        ),
+        (
+            "3x3 over 64 channels: many bands of rows",
+            conv([64, 8], [3, 3], 1, [1; 4], 1, 1, true),
+            [2, 64, 40, 40],
+        ),
+    ];
+    for (name, conv, shape) in cases {
+        let x = tensor(shape, shape.iter().sum::<usize>() as u64);
+        for activation in [
+            Activation::None,
+            Activation::Relu,
+            Activation::Clamp(-0.25, 0.25),
+        ] {
+            // Sums of up to 576 products of values up to 4, added in another order than burn's.
+            assert_within(
+                cpu::conv2d(&conv, x.clone(), activation),
+                reference(&conv, x.clone(), activation),
+                1e-4,
+                &format!("{name} {activation:?}"),
+            );
+        }
+        // The input is unchanged.
         assert_close(
-            cpu::conv2d(&conv, x.clone(), activation),
-            reference(&conv, x.clone(), activation),
-            &format!("3x3 conv {activation:?}"),
+            x,
+            tensor(shape, shape.iter().sum::<usize>() as u64),
+            "input",
         );
     }
-    // The input is still usable afterwards: only the convolution's own output was overwritten.
-    assert_close(x.clone(), tensor([3, 4, 9, 9], 3), "input untouched");
 }
 
 fn pool(k: usize, stride: usize, pad: usize, ceil: bool) -> MaxPool2d {
