@@ -32,8 +32,11 @@ fn a_batch_of_37_split_any_way_equals_the_unsplit_result() {
                 .zip(split.row(row))
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0f32, f32::max);
+            // Equal to float rounding: burn's CPU matmul blocks the batch dimension, so the
+            // classifier head rounds a row differently in batches of other sizes (measured up
+            // to 1.3e-6 on a 1280 -> 1000 linear layer, batch 37 against batch 1).
             assert!(
-                worst <= 1e-6,
+                worst <= 1e-5,
                 "chunk {chunk}, row {row}: differs by {worst}"
             );
         }
@@ -64,6 +67,25 @@ fn chunk_size_comes_from_device_limits() {
             .chunk_for(info.max_elems_per_sample()),
         1
     );
+}
+
+/// The CPU's own chunks keep each model's largest buffer within glibc's 32 MiB `mmap`
+/// threshold, so that freed buffers are reused instead of faulted in again for every layer.
+#[test]
+fn cpu_chunks_fit_the_allocators_heap() {
+    for info in ModelInfo::all() {
+        let chunk = Compute::cpu().chunk_for(info.max_elems_per_sample());
+        let bytes = chunk as u64 * info.max_elems_per_sample() * 4;
+        assert!(
+            chunk >= 1 && (bytes <= 32 << 20 || chunk == 1),
+            "{}: chunks of {chunk} need {} MiB buffers",
+            info.id(),
+            bytes >> 20
+        );
+    }
+    // Lite0's widest layer (96 x 112 x 112 floats) still gets several images per chunk.
+    let lite0 = ModelInfo::find("efficientnet-lite0").expect("lite0");
+    assert!(Compute::cpu().chunk_for(lite0.max_elems_per_sample()) >= 4);
 }
 
 /// A chunk the device refuses (here: the tensor for more than 4 rows cannot be built, as an
