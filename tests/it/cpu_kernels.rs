@@ -78,6 +78,9 @@ fn depthwise_convolutions_equal_burns() {
         (3, 2, 1, 17),
         (3, 2, 0, 16),
         (5, 2, 2, 15),
+        (5, 2, 2, 28),
+        (3, 3, 1, 16),
+        (7, 2, 3, 20),
     ] {
         let conv = depthwise(6, k, stride, pad);
         let x = tensor([2, 6, size, size], size as u64);
