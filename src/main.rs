@@ -263,6 +263,15 @@ impl From<DeviceOpt> for DeviceRequest {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     glassbox::device::tune_allocator();
+    // Opt-in GPU convolutions (see glassbox::model::gpu), and a baseline for timing comparisons
+    // that runs every layer through burn's own kernels.
+    if std::env::var("GLASSBOX_GPU_CONV").is_ok_and(|v| v == "taps") {
+        glassbox::model::gpu::set_enabled(true);
+    }
+    if std::env::var_os("GLASSBOX_BURN_KERNELS").is_some() {
+        glassbox::model::cpu::set_enabled(false);
+        glassbox::model::gpu::set_enabled(false);
+    }
     let result = match cli.command {
         Command::Classify {
             images,

@@ -100,6 +100,12 @@ impl Activation {
 /// `conv` applied to `x`, then `activation`.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>, activation: Activation) -> Tensor<4> {
     if !enabled_on(&x) || !activation.native() {
+        if super::gpu::enabled()
+            && x.device() != Device::flex()
+            && let Some(y) = super::gpu::conv2d(conv, &x)
+        {
+            return activation.burn(y);
+        }
         return activation.burn(conv.forward(x));
     }
     if let Some(y) = depthwise(conv, &x, activation) {

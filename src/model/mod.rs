@@ -95,6 +95,7 @@ pub(crate) struct ModelSpec {
 pub(crate) struct Aligned<const N: usize>(pub [u8; N]);
 
 pub mod cpu;
+pub mod gpu;
 #[cfg(feature = "layer-profile")]
 pub mod layers;
 

@@ -97,3 +97,44 @@ fn a_chunk_over_the_adapters_buffer_limit_is_retried_in_halves() {
         }
     }
 }
+
+/// Dense convolutions as sums of per-tap matrix products (`glassbox::model::gpu`) equal burn's
+/// own GPU kernel: GoogLeNet's 3×3 shapes, a strided and asymmetrically padded one, with and
+/// without bias.
+#[test]
+fn tap_sum_convolutions_equal_burns_kernel_on_the_gpu() {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::{Tensor, TensorData};
+    let Some(compute) = gpu() else { return };
+    let device = compute.device();
+    let cases = [
+        ([16, 8], [3, 3], 1, [1, 1, 1, 1], true, [2, 16, 12, 12]),
+        ([24, 5], [3, 3], 2, [1, 0, 2, 1], true, [1, 24, 11, 9]),
+        ([16, 4], [5, 5], 1, [2, 2, 2, 2], false, [2, 16, 7, 8]),
+        ([32, 6], [3, 3], 1, [0, 0, 0, 0], true, [1, 32, 6, 6]),
+    ];
+    for ([cin, cout], kernel, stride, [t, l, b, r], bias, shape) in cases {
+        let conv = Conv2dConfig::new([cin, cout], kernel)
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(t, l, b, r))
+            .with_bias(bias)
+            .init(device);
+        let len: usize = shape.iter().product();
+        let values: Vec<f32> = (0..len)
+            .map(|i| ((i * 7919 % 1009) as f32) / 504.5 - 1.0)
+            .collect();
+        let x = Tensor::<4>::from_data(TensorData::new(values, shape), device);
+        let got = glassbox::model::gpu::conv2d(&conv, &x).expect("the tap sum applies");
+        let want = conv.forward(x);
+        assert_eq!(got.dims(), want.dims());
+        let got: Vec<f32> = got.into_data().try_to_vec().expect("f32");
+        let want: Vec<f32> = want.into_data().try_to_vec().expect("f32");
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "{cin}->{cout} {kernel:?} stride {stride}: element {i}: {a} vs {b}"
+            );
+        }
+    }
+}
