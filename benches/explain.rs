@@ -13,8 +13,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use glassbox::explain::{Method, OcclusionOptions, occlusion};
 use glassbox::perturb::{Fill, KeepMatrix, Perturber};
 use glassbox::segment::Segmentation;
-use glassbox::view::{View, to_input};
-use support::{devices, list, photo};
+use glassbox::view::to_input;
+use support::{list, photo};
 
 fn method(name: &str) -> Option<Method> {
     Some(match name {
@@ -28,13 +28,10 @@ fn method(name: &str) -> Option<Method> {
 
 fn explain(c: &mut Criterion) {
     glassbox::device::tune_allocator();
-    let photo = photo("chelsea.png");
-    for (device_name, compute) in devices() {
-        for model in list("GLASSBOX_BENCH_MODELS", "efficientnet-lite0,googlenet") {
-            let Some((info, classifier)) = support::load(&model, &device_name, &compute) else {
-                continue;
-            };
-            let view = View::new(&photo.rgb, info.preprocess());
+    support::each_model(
+        &photo("chelsea.png"),
+        |device_name, model, classifier, view| {
+            let info = classifier.info();
             let mut group = c.benchmark_group(format!("explain/{device_name}/{model}"));
             group
                 .sample_size(10)
@@ -60,7 +57,7 @@ fn explain(c: &mut Criterion) {
             group.bench_function("build-variants-101", |b| {
                 b.iter(|| {
                     let perturber =
-                        Perturber::new(&classifier, &view.rgb, &segmentation, Fill::Black)
+                        Perturber::new(classifier, &view.rgb, &segmentation, Fill::Black)
                             .expect("perturber");
                     let mut start = 0;
                     while start < keep.rows() {
@@ -80,8 +77,8 @@ fn explain(c: &mut Criterion) {
             ) {
                 let Some(m) = method(&name) else { continue };
                 // The first run compiles and autotunes the device's kernels: report the second.
-                let _ = occlusion(&classifier, &view, m, &options).expect("explain");
-                let e = occlusion(&classifier, &view, m, &options).expect("explain");
+                let _ = occlusion(classifier, view, m, &options).expect("explain");
+                let e = occlusion(classifier, view, m, &options).expect("explain");
                 let t = e.timings;
                 let total = t.preprocess + t.perturb_classify + t.rule;
                 eprintln!(
@@ -94,12 +91,12 @@ fn explain(c: &mut Criterion) {
                 );
                 group.throughput(Throughput::Elements(e.variants as u64));
                 group.bench_function(name.as_str(), |b| {
-                    b.iter(|| occlusion(&classifier, &view, m, &options).expect("explain"))
+                    b.iter(|| occlusion(classifier, view, m, &options).expect("explain"))
                 });
             }
             group.finish();
-        }
-    }
+        },
+    );
 }
 
 criterion_group!(benches, explain);

@@ -9,22 +9,17 @@ mod support;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use glassbox::explain::lime::{LimeOptions, lime};
-use glassbox::view::View;
-use support::{devices, list, photo};
+use support::photo;
 
 fn bench(c: &mut Criterion) {
     glassbox::device::tune_allocator();
-    let photo = photo("chelsea.png");
-    for (device_name, compute) in devices() {
-        for model in list("GLASSBOX_BENCH_MODELS", "efficientnet-lite0,googlenet") {
-            let Some((info, classifier)) = support::load(&model, &device_name, &compute) else {
-                continue;
-            };
-            let view = View::new(&photo.rgb, info.preprocess());
+    support::each_model(
+        &photo("chelsea.png"),
+        |device_name, model, classifier, view| {
             let options = LimeOptions::default();
             // The first run compiles and autotunes the device's kernels: report the second.
-            let _ = lime(&classifier, &view, &options).expect("lime");
-            let e = lime(&classifier, &view, &options).expect("lime");
+            let _ = lime(classifier, view, &options).expect("lime");
+            let e = lime(classifier, view, &options).expect("lime");
             let t = e.timings;
             eprintln!(
                 "{device_name}/{model}: {} segments, segmentation {:.3} s, perturb+classify {:.3} s, regression {:.3} s",
@@ -33,17 +28,18 @@ fn bench(c: &mut Criterion) {
                 t.perturb_classify,
                 t.regression
             );
+            let seconds = if classifier.compute().is_gpu() { 5 } else { 30 };
             let mut group = c.benchmark_group(format!("lime/{device_name}/{model}"));
             group
                 .sample_size(10)
                 .warm_up_time(Duration::from_secs(1))
-                .measurement_time(Duration::from_secs(if compute.is_gpu() { 5 } else { 30 }));
+                .measurement_time(Duration::from_secs(seconds));
             group.bench_function("1000-samples", |b| {
-                b.iter(|| lime(&classifier, &view, &options).expect("lime"))
+                b.iter(|| lime(classifier, view, &options).expect("lime"))
             });
             group.finish();
-        }
-    }
+        },
+    );
 }
 
 criterion_group!(benches, bench);

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use glassbox::device::Backend;
-use glassbox::view::{Photo, load_photo};
+use glassbox::view::{Photo, View, load_photo};
 use glassbox::{Classifier, Compute, DeviceRequest, ModelInfo};
 
 /// A comma-separated list from environment variable `var`, or `default`.
@@ -61,6 +61,21 @@ pub fn load(model: &str, device_name: &str, compute: &Compute) -> Option<(ModelI
         Err(e) => {
             eprintln!("skipping {model} on {device_name}: {e}");
             None
+        }
+    }
+}
+
+/// Runs `bench(device_name, model, classifier, view)` for every model of
+/// `GLASSBOX_BENCH_MODELS` (default: Lite0 and GoogLeNet) that loads on every bench device, with
+/// `photo` in that model's input view.
+pub fn each_model(photo: &Photo, mut bench: impl FnMut(&str, &str, &Classifier, &View)) {
+    for (device_name, compute) in devices() {
+        for model in list("GLASSBOX_BENCH_MODELS", "efficientnet-lite0,googlenet") {
+            let Some((info, classifier)) = load(&model, &device_name, &compute) else {
+                continue;
+            };
+            let view = View::new(&photo.rgb, info.preprocess());
+            bench(&device_name, &model, &classifier, &view);
         }
     }
 }
