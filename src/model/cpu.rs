@@ -251,7 +251,7 @@ fn per_plane(
 }
 
 /// Padding `(top, left, bottom, right)` of an explicit or absent padding.
-fn padding(p: &PaddingConfig2d) -> Option<[usize; 4]> {
+pub(crate) fn padding(p: &PaddingConfig2d) -> Option<[usize; 4]> {
     match p {
         PaddingConfig2d::Valid => Some([0; 4]),
         PaddingConfig2d::Explicit(t, l, b, r) => Some([*t, *l, *b, *r]),

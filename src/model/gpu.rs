@@ -17,7 +17,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Tensor, s};
@@ -56,11 +55,7 @@ pub fn conv2d(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
     {
         return None;
     }
-    let [top, left, bottom, right] = match conv.padding {
-        PaddingConfig2d::Valid => [0; 4],
-        PaddingConfig2d::Explicit(t, l, b, r) => [t, l, b, r],
-        PaddingConfig2d::Same => return None,
-    };
+    let [top, left, bottom, right] = super::cpu::padding(&conv.padding)?;
     let (padded_h, padded_w) = (height + top + bottom, width + left + right);
     if padded_h < kh || padded_w < kw {
         return None;
