@@ -221,6 +221,35 @@ fn values<const D: usize>(x: &Tensor<D>) -> Option<(FlexTensor, usize, usize)> {
     Some((t, start, end))
 }
 
+/// A convolution's weights and bias as CPU f32 values, read in place from their tensors.
+struct Params {
+    weight: (FlexTensor, usize, usize),
+    bias: Option<(FlexTensor, usize, usize)>,
+}
+
+impl Params {
+    fn of(conv: &Conv2d) -> Option<Self> {
+        Some(Self {
+            weight: values(&conv.weight.val())?,
+            bias: match &conv.bias {
+                Some(b) => Some(values(&b.val())?),
+                None => None,
+            },
+        })
+    }
+
+    /// `[cout, cin / groups, kh, kw]` in row-major order.
+    fn weights(&self) -> &[f32] {
+        let (t, start, end) = &self.weight;
+        &t.storage::<f32>()[*start..*end]
+    }
+
+    fn bias(&self) -> Option<&[f32]> {
+        let (t, start, end) = self.bias.as_ref()?;
+        Some(&t.storage::<f32>()[*start..*end])
+    }
+}
+
 /// A CPU tensor of shape `[n, c, h, w]` holding `values`.
 fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> Tensor<4> {
     Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(values, shape)))
@@ -325,16 +354,14 @@ fn depthwise(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
         out_height: (padded_h - kh) / sh + 1,
         out_width: (padded_w - kw) / sw + 1,
     };
-    let weights: Vec<f32> = weight.into_data().try_to_vec().ok()?;
-    let bias: Vec<f32> = match &conv.bias {
-        Some(b) => b.val().into_data().try_to_vec().ok()?,
-        None => vec![0.0; c],
-    };
+    let params = Params::of(conv)?;
+    let (weights, bias) = (params.weights(), params.bias());
     per_plane(x, &window, |plane, input, out| {
         let ch = plane % c;
+        let bias = bias.map_or(0.0, |b| b[ch]);
         let kernel = &weights[ch * kh * kw..(ch + 1) * kh * kw];
         if strided {
-            window_plane(&window, input, out, bias[ch], |acc, ky, kx, src| {
+            window_plane(&window, input, out, bias, |acc, ky, kx, src| {
                 let w = kernel[ky * kw + kx];
                 for (a, v) in acc.iter_mut().zip(src) {
                     *a += w * v;
@@ -347,7 +374,7 @@ fn depthwise(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
                 input,
                 out,
                 kernel,
-                bias[ch],
+                bias,
             );
         }
         activation.apply_all(out);
@@ -571,15 +598,8 @@ fn gemm_conv(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
         return None;
     }
     let (ho, wo) = ((padded_h - span_h) / sh + 1, (padded_w - span_w) / sw + 1);
-    let (wt, w_start, w_end) = values(&weight)?;
-    let weights = &wt.storage::<f32>()[w_start..w_end];
-    let bias_values = match &conv.bias {
-        Some(b) => Some(values(&b.val())?),
-        None => None,
-    };
-    let bias = bias_values
-        .as_ref()
-        .map(|(t, start, end)| &t.storage::<f32>()[*start..*end]);
+    let params = Params::of(conv)?;
+    let (weights, bias) = (params.weights(), params.bias());
     let (xt, x_start, x_end) = values(x)?;
     let input = &xt.storage::<f32>()[x_start..x_end];
 
