@@ -28,6 +28,9 @@ use burn::nn::pool::MaxPool2d;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
+
+use super::simd;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -86,13 +89,60 @@ impl Activation {
         }
     }
 
-    fn apply_all(self, values: &mut [f32]) {
+    /// The activation on a vector (NaN kept, as in [`Activation::apply`]).
+    #[inline(always)]
+    fn apply_vector<V: simd::Vector>(self, x: V) -> V {
         match self {
-            Activation::None => {}
-            Activation::Relu => values
-                .iter_mut()
-                .for_each(|x| *x = Activation::Relu.apply(*x)),
-            Activation::Clamp(lo, hi) => values.iter_mut().for_each(|x| *x = x.clamp(lo, hi)),
+            Activation::None => x,
+            Activation::Relu => V::at_least(x, V::splat(0.0)),
+            Activation::Clamp(lo, hi) => V::at_most(V::at_least(x, V::splat(lo)), V::splat(hi)),
+        }
+    }
+
+    fn apply_all(self, values: &mut [f32]) {
+        if self != Activation::None {
+            simd::run(BiasActivation {
+                values,
+                bias: None,
+                activation: self,
+            });
+        }
+    }
+}
+
+/// `values[i] = activation(values[i] + bias)`, a vector at a time.
+struct BiasActivation<'a> {
+    values: &'a mut [f32],
+    bias: Option<f32>,
+    activation: Activation,
+}
+
+impl simd::Kernel for BiasActivation<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: simd::Vector>(self) {
+        let mut chunks = self.values.chunks_exact_mut(V::LANES);
+        match self.bias {
+            Some(bias) => {
+                // 1 × v + b: one exact product, so the sum is rounded once, as a plain add.
+                let (one, b) = (V::splat(1.0), V::splat(bias));
+                for chunk in &mut chunks {
+                    let v = V::mul_add(one, V::load(chunk), b);
+                    self.activation.apply_vector(v).store(chunk);
+                }
+                for x in chunks.into_remainder() {
+                    *x = self.activation.apply(*x + bias);
+                }
+            }
+            None => {
+                for chunk in &mut chunks {
+                    self.activation.apply_vector(V::load(chunk)).store(chunk);
+                }
+                for x in chunks.into_remainder() {
+                    *x = self.activation.apply(*x);
+                }
+            }
         }
     }
 }
@@ -149,7 +199,27 @@ fn lrn_flex(x: &Tensor<4>, size: usize, alpha: f32, beta: f32, k: f32) -> Option
     let input = &t.storage::<f32>()[start..end];
     let (before, after) = ((size - 1) / 2, size / 2);
     let scale = alpha / size as f32;
-    let mut out = vec![0.0f32; n * c * plane];
+    // SAFETY: the images cover the buffer, and every value of each is written below.
+    let out = unsafe {
+        written(n * c * plane, |out| {
+            lrn_images(out, input, c, plane, (before, after), scale, beta, k)
+        })
+    };
+    Some(flex_tensor(out, [n, c, height, width]))
+}
+
+/// LRN of every image of `input` into `out`, one image per core, writing every value.
+#[allow(clippy::too_many_arguments)]
+fn lrn_images(
+    out: &mut [MaybeUninit<f32>],
+    input: &[f32],
+    c: usize,
+    plane: usize,
+    (before, after): (usize, usize),
+    scale: f32,
+    beta: f32,
+    k: f32,
+) {
     out.par_chunks_mut(c * plane)
         .zip(input.par_chunks(c * plane))
         .for_each(|(out, input)| {
@@ -175,11 +245,10 @@ fn lrn_flex(x: &Tensor<4>, size: usize, alpha: f32, beta: f32, k: f32) -> Option
                     } else {
                         base.powf(beta)
                     };
-                    *o = v / power;
+                    o.write(v / power);
                 }
             }
         });
-    Some(flex_tensor(out, [n, c, height, width]))
 }
 
 /// Applies `activation` to a CPU tensor in place on every core, or through burn when the tensor
@@ -255,24 +324,43 @@ fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> Tensor<4> {
     Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(values, shape)))
 }
 
+/// A buffer of `len` floats that `fill` writes, not zeroed first: zeroing tens of megabytes
+/// per layer costs as much as a fast kernel's own work.
+///
+/// # Safety
+/// `fill` must write every one of the `len` elements it is given.
+unsafe fn written(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut values = Vec::with_capacity(len);
+    fill(&mut values.spare_capacity_mut()[..len]);
+    // SAFETY: the capacity is `len`, and the caller's `fill` initialised all of it.
+    unsafe { values.set_len(len) };
+    values
+}
+
 /// Runs `kernel(plane, input, output)` for every `(image, channel)` plane of `x`, each on its
 /// own core, into a new tensor of `window`'s output size; `None` if `x` is not CPU f32.
+/// `kernel` must write every value of its output plane.
 fn per_plane(
     x: &Tensor<4>,
     window: &Window,
-    kernel: impl Fn(usize, &[f32], &mut [f32]) + Sync,
+    kernel: impl Fn(usize, &[f32], &mut [MaybeUninit<f32>]) + Sync,
 ) -> Option<Tensor<4>> {
     let [n, c, _, _] = x.dims();
     let (t, start, end) = values(x)?;
     let input = &t.storage::<f32>()[start..end];
     let plane_in = window.height * window.width;
     let plane_out = window.out_height * window.out_width;
-    let mut out = vec![0.0f32; n * c * plane_out];
-    out.par_chunks_mut(plane_out)
-        .enumerate()
-        .for_each(|(plane, out)| {
-            kernel(plane, &input[plane * plane_in..(plane + 1) * plane_in], out);
-        });
+    // SAFETY: the planes cover the buffer, and `kernel` writes the whole of its plane (its
+    // contract).
+    let out = unsafe {
+        written(n * c * plane_out, |out| {
+            out.par_chunks_mut(plane_out)
+                .enumerate()
+                .for_each(|(plane, out)| {
+                    kernel(plane, &input[plane * plane_in..(plane + 1) * plane_in], out);
+                })
+        })
+    };
     Some(flex_tensor(
         out,
         [n, c, window.out_height, window.out_width],
@@ -288,7 +376,7 @@ pub(crate) fn padding(p: &PaddingConfig2d) -> Option<[usize; 4]> {
     }
 }
 
-/// A window operation over NCHW planes: geometry shared by depthwise convolution and pooling.
+/// The geometry of a pooling window over NCHW planes.
 #[derive(Debug, Clone, Copy)]
 struct Window {
     height: usize,
@@ -302,18 +390,6 @@ struct Window {
 }
 
 impl Window {
-    /// Output columns `ox` whose input column `ox * stride + kx - pad` lies inside the row.
-    fn columns(&self, kx: usize) -> std::ops::Range<usize> {
-        let (s, p) = (self.stride[1], self.pad[1]);
-        // ox * s + kx >= p  and  ox * s + kx - p < width
-        let lo = p.saturating_sub(kx).div_ceil(s);
-        let hi = (self.width + p)
-            .saturating_sub(kx)
-            .div_ceil(s)
-            .min(self.out_width);
-        lo.min(hi)..hi
-    }
-
     /// The input row read by output row `oy` at kernel row `ky`, if inside the plane.
     fn row(&self, oy: usize, ky: usize) -> Option<usize> {
         (oy * self.stride[0] + ky)
@@ -322,98 +398,295 @@ impl Window {
     }
 }
 
-/// Depthwise convolution with bias and activation, or `None` where this kernel does not apply.
+/// Depthwise convolution with bias and activation, or `None` where this kernel does not apply
+/// (dilation, or a channel multiplier other than one).
 fn depthwise(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Tensor<4>> {
     let weight = conv.weight.val();
     let [channels, per_group, kh, kw] = weight.dims();
-    let [_, c, height, width] = x.dims();
-    // Measured on Lite0 at batch 16 (examples/layers.rs): the row kernel beats burn's on 3x3
-    // layers but not on strided 5x5 ones, whose small planes favour burn's im2col + gemm; those
-    // stay with burn (their activation still runs in place). Stride 1 uses the flat kernel.
-    let strided = conv.stride != [1, 1];
-    if per_group != 1
-        || conv.groups != c
-        || channels != c
-        || conv.dilation != [1, 1]
-        || (strided && kh * kw > 9)
-    {
+    let [n, c, height, width] = x.dims();
+    if per_group != 1 || conv.groups != c || channels != c || conv.dilation != [1, 1] {
         return None;
     }
     let [top, left, bottom, right] = padding(&conv.padding)?;
-    let [sh, sw] = conv.stride;
-    let (padded_h, padded_w) = (height + top + bottom, width + left + right);
-    if padded_h < kh || padded_w < kw || sh == 0 || sw == 0 {
-        return None;
-    }
-    let window = Window {
-        height,
-        width,
-        kernel: [kh, kw],
-        stride: [sh, sw],
-        pad: [top, left],
-        out_height: (padded_h - kh) / sh + 1,
-        out_width: (padded_w - kw) / sw + 1,
-    };
+    let geometry = Phases::new(
+        [height, width],
+        [kh, kw],
+        conv.stride,
+        [top, left, bottom, right],
+    )?;
     let params = Params::of(conv)?;
     let (weights, bias) = (params.weights(), params.bias());
-    per_plane(x, &window, |plane, input, out| {
-        let ch = plane % c;
-        let bias = bias.map_or(0.0, |b| b[ch]);
-        let kernel = &weights[ch * kh * kw..(ch + 1) * kh * kw];
-        if strided {
-            window_plane(&window, input, out, bias, |acc, ky, kx, src| {
-                let w = kernel[ky * kw + kx];
-                for (a, v) in acc.iter_mut().zip(src) {
-                    *a += w * v;
-                }
-            });
-        } else {
-            flat_plane(
-                &window,
-                [top, left, bottom, right],
-                input,
-                out,
-                kernel,
-                bias,
-            );
-        }
-        activation.apply_all(out);
-    })
+    let (t, start, end) = values(x)?;
+    let input = &t.storage::<f32>()[start..end];
+    let plane_out = geometry.out_height * geometry.out_width;
+    // Enough planes per task that rayon's hand-over costs little next to the work: a 7x7 plane
+    // of a 5x5 kernel is only 1,225 multiply-adds.
+    let per_task = (1usize << 16)
+        .div_ceil((plane_out * kh * kw).max(1))
+        .clamp(1, (n * c).div_ceil(2 * rayon::current_num_threads()).max(1));
+    // SAFETY: the tasks cover the buffer, and each writes every row of its planes.
+    let out = unsafe {
+        written(n * c * plane_out, |out| {
+            out.par_chunks_mut(plane_out * per_task)
+                .enumerate()
+                .for_each_init(Vec::new, |scratch, (task, out)| {
+                    simd::run(DepthwisePlanes {
+                        geometry: &geometry,
+                        input,
+                        out,
+                        first_plane: task * per_task,
+                        channels: c,
+                        weights,
+                        bias,
+                        activation,
+                        scratch,
+                    })
+                })
+        })
+    };
+    Some(flex_tensor(
+        out,
+        [n, c, geometry.out_height, geometry.out_width],
+    ))
 }
 
-/// A stride-1 depthwise plane as one long multiply-add per kernel tap: the input is copied into
-/// a zero-padded plane of width `wp`, and output `(oy, ox)` is accumulated at `oy * wp + ox`
-/// of a flat buffer (the `wp - out_width` columns between rows are computed and dropped), so
-/// every tap is a single contiguous loop however small the plane.
-fn flat_plane(
-    window: &Window,
-    [top, left, bottom, right]: [usize; 4],
-    input: &[f32],
-    out: &mut [f32],
-    kernel: &[f32],
-    bias: f32,
-) {
-    let [kh, kw] = window.kernel;
-    let (wp, hp) = (window.width + left + right, window.height + top + bottom);
-    let mut padded = vec![0.0f32; hp * wp];
-    for (y, row) in input.chunks(window.width).enumerate() {
-        let at = (y + top) * wp + left;
-        padded[at..at + window.width].copy_from_slice(row);
+/// The most floats a vector has ([`simd::Vector::LANES`]): the slack every flat buffer gets so
+/// that its last vector may run past the outputs kept.
+const MAX_LANES: usize = 16;
+
+/// Vectors a depthwise pass holds in registers through all kernel taps: 8 independent chains
+/// of multiply-adds hide their latency on two FMA units.
+const DEPTHWISE_VECTORS: usize = 8;
+
+/// The geometry of a depthwise convolution computed as flat multiply-adds over phase planes.
+///
+/// The zero-padded input plane of stride `(sh, sw)` is split into `sh × sw` phase planes of
+/// `hq × wq` values, phase `(py, px)` holding the padded rows `py, py + sh, ...` and columns
+/// `px, px + sw, ...`. Output `(oy, ox)` at kernel tap `(ky, kx)` then reads phase
+/// `(ky % sh, kx % sw)` at row `oy + ky / sh` and column `ox + kx / sw`: if output `(oy, ox)` is
+/// stored at `oy × wq + ox` of a flat buffer, every tap is one contiguous multiply-add over
+/// the whole plane, shifted by a fixed offset, whatever the stride and however small the plane
+/// (the `wq - out_width` values between output rows are computed and dropped).
+#[derive(Debug, Clone)]
+struct Phases {
+    height: usize,
+    width: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    /// Top and left padding.
+    pad: [usize; 2],
+    hq: usize,
+    wq: usize,
+    out_height: usize,
+    out_width: usize,
+    /// Where tap `ky × kw + kx` starts reading, from the first phase plane's start.
+    taps: Vec<usize>,
+    /// Length of the flat output, up to and including the last output kept.
+    len: usize,
+}
+
+impl Phases {
+    fn new(
+        [height, width]: [usize; 2],
+        [kh, kw]: [usize; 2],
+        [sh, sw]: [usize; 2],
+        [top, left, bottom, right]: [usize; 4],
+    ) -> Option<Self> {
+        let (hp, wp) = (height + top + bottom, width + left + right);
+        if hp < kh || wp < kw || sh == 0 || sw == 0 || kh == 0 || kw == 0 {
+            return None;
+        }
+        let (hq, wq) = (hp.div_ceil(sh), wp.div_ceil(sw));
+        let (out_height, out_width) = ((hp - kh) / sh + 1, (wp - kw) / sw + 1);
+        let taps = (0..kh * kw)
+            .map(|t| {
+                let (ky, kx) = (t / kw, t % kw);
+                ((ky % sh) * sw + kx % sw) * hq * wq + (ky / sh) * wq + kx / sw
+            })
+            .collect();
+        let len = (out_height - 1) * wq + out_width;
+        Some(Self {
+            height,
+            width,
+            kernel: [kh, kw],
+            stride: [sh, sw],
+            pad: [top, left],
+            hq,
+            wq,
+            out_height,
+            out_width,
+            taps,
+            len,
+        })
     }
-    let (ho, wo) = (window.out_height, window.out_width);
-    let len = (ho - 1) * wp + wo;
-    let mut acc = vec![bias; len];
-    for ky in 0..kh {
-        for kx in 0..kw {
-            let w = kernel[ky * kw + kx];
-            let start = ky * wp + kx;
-            for (a, v) in acc.iter_mut().zip(&padded[start..start + len]) {
-                *a += w * v;
+
+    /// Floats of the phase planes, with room for the last vector to read past the flat
+    /// output's end (values only dropped outputs use).
+    fn phase_floats(&self) -> usize {
+        self.stride[0] * self.stride[1] * self.hq * self.wq + MAX_LANES
+    }
+
+    /// Writes one input plane into the inner part of the phase planes `phases`, the part
+    /// that is not padding (which the caller zeroes once for all planes); `padded` is scratch
+    /// for one padded row.
+    #[inline(always)]
+    fn split<V: simd::Vector>(&self, input: &[f32], phases: &mut [f32], padded: &mut Vec<f32>) {
+        let [sh, sw] = self.stride;
+        let [top, left] = self.pad;
+        let (hq, wq, width) = (self.hq, self.wq, self.width);
+        if sw == 2 {
+            // Each padded row, deinterleaved into its even and odd columns a vector at a time.
+            let lanes = V::LANES;
+            padded.clear();
+            padded.resize(2 * wq.next_multiple_of(lanes), 0.0);
+            for (y, row) in input.chunks_exact(width).enumerate() {
+                let (py, i) = ((y + top) % sh, (y + top) / sh);
+                let copied = width.min(2 * wq - left);
+                padded[left..left + copied].copy_from_slice(&row[..copied]);
+                let at = (py * 2 * hq + i) * wq;
+                let (even, odd) = phases[at..].split_at_mut(hq * wq);
+                for j in (0..wq).step_by(lanes) {
+                    let (e, o) = V::deinterleave(
+                        V::load(&padded[2 * j..]),
+                        V::load(&padded[2 * j + lanes..]),
+                    );
+                    if j + lanes <= wq {
+                        e.store(&mut even[j..]);
+                        o.store(&mut odd[j..]);
+                    } else {
+                        let mut tail = [0.0f32; 2 * MAX_LANES];
+                        e.store(&mut tail);
+                        o.store(&mut tail[MAX_LANES..]);
+                        let n = wq - j;
+                        even[j..wq].copy_from_slice(&tail[..n]);
+                        odd[j..wq].copy_from_slice(&tail[MAX_LANES..MAX_LANES + n]);
+                    }
+                }
+            }
+            return;
+        }
+        for (y, row) in input.chunks_exact(width).enumerate() {
+            let (py, i) = ((y + top) % sh, (y + top) / sh);
+            for px in 0..sw {
+                // Phase columns j whose input column j * sw + px - left lies inside the row.
+                let lo = left.saturating_sub(px).div_ceil(sw);
+                let hi = (width + left).saturating_sub(px).div_ceil(sw).clamp(lo, wq);
+                let at = ((py * sw + px) * hq + i) * wq;
+                let dst = &mut phases[at + lo..at + hi];
+                if sw == 1 {
+                    dst.copy_from_slice(&row[lo - left..hi - left]);
+                } else {
+                    for (j, d) in (lo..hi).zip(dst) {
+                        *d = row[j * sw + px - left];
+                    }
+                }
             }
         }
     }
-    for (oy, row) in out.chunks_mut(wo).enumerate() {
-        row.copy_from_slice(&acc[oy * wp..oy * wp + wo]);
+}
+
+/// Depthwise convolution of the consecutive planes `first_plane..` of one task (see
+/// [`Phases`]), one block of outputs at a time held in registers through every tap.
+struct DepthwisePlanes<'a> {
+    geometry: &'a Phases,
+    input: &'a [f32],
+    /// Whole output planes, every value of which is written.
+    out: &'a mut [MaybeUninit<f32>],
+    first_plane: usize,
+    channels: usize,
+    weights: &'a [f32],
+    bias: Option<&'a [f32]>,
+    activation: Activation,
+    scratch: &'a mut Vec<f32>,
+}
+
+impl simd::Kernel for DepthwisePlanes<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: simd::Vector>(self) {
+        let g = self.geometry;
+        let [kh, kw] = g.kernel;
+        let (plane_in, wo) = (g.height * g.width, g.out_width);
+        let plane_out = g.out_height * wo;
+        let phase_floats = g.phase_floats();
+        let vectors = g.len.div_ceil(V::LANES);
+        // Zeroed once: every plane writes the same inner part of the phase planes, so their
+        // padding stays zero.
+        self.scratch.clear();
+        self.scratch.resize(phase_floats + vectors * V::LANES, 0.0);
+        let (phases, rest) = self.scratch.split_at_mut(phase_floats);
+        let (flat, _) = rest.split_at_mut(vectors * V::LANES);
+        let mut padded = Vec::new();
+        for (k, out) in self.out.chunks_exact_mut(plane_out).enumerate() {
+            let plane = self.first_plane + k;
+            let ch = plane % self.channels;
+            let bias = V::splat(self.bias.map_or(0.0, |b| b[ch]));
+            let kernel = &self.weights[ch * kh * kw..(ch + 1) * kh * kw];
+            g.split::<V>(
+                &self.input[plane * plane_in..(plane + 1) * plane_in],
+                phases,
+                &mut padded,
+            );
+            let mut done = 0;
+            while done < vectors {
+                let step = (vectors - done).min(DEPTHWISE_VECTORS);
+                let pass = Pass {
+                    phases,
+                    taps: &g.taps,
+                    kernel,
+                    bias,
+                    activation: self.activation,
+                    at: done * V::LANES,
+                };
+                match step {
+                    1 => pass.run::<1>(flat),
+                    2 => pass.run::<2>(flat),
+                    3 => pass.run::<3>(flat),
+                    4 => pass.run::<4>(flat),
+                    5 => pass.run::<5>(flat),
+                    6 => pass.run::<6>(flat),
+                    7 => pass.run::<7>(flat),
+                    _ => pass.run::<DEPTHWISE_VECTORS>(flat),
+                }
+                done += step;
+            }
+            for (oy, row) in out.chunks_exact_mut(wo).enumerate() {
+                row.write_copy_of_slice(&flat[oy * g.wq..oy * g.wq + wo]);
+            }
+        }
+    }
+}
+
+/// `N` vectors of a depthwise plane's flat output from `at` on, each summed over every kernel
+/// tap in a register.
+struct Pass<'a, V> {
+    phases: &'a [f32],
+    taps: &'a [usize],
+    kernel: &'a [f32],
+    bias: V,
+    activation: Activation,
+    at: usize,
+}
+
+impl<V: simd::Vector> Pass<'_, V> {
+    #[inline(always)]
+    fn run<const N: usize>(&self, flat: &mut [f32]) {
+        let lanes = V::LANES;
+        let mut acc = [self.bias; N];
+        for (&w, &tap) in self.kernel.iter().zip(self.taps) {
+            let w = V::splat(w);
+            let src = &self.phases[tap + self.at..tap + self.at + N * lanes];
+            for (j, a) in acc.iter_mut().enumerate() {
+                *a = V::mul_add(w, V::load(&src[j * lanes..]), *a);
+            }
+        }
+        let dst = &mut flat[self.at..self.at + N * lanes];
+        for (j, a) in acc.iter().enumerate() {
+            self.activation
+                .apply_vector(*a)
+                .store(&mut dst[j * lanes..]);
+        }
     }
 }
 
@@ -450,7 +723,11 @@ fn max_pool_flex(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
         out_width: out_len(width, left, right, kw, sw)?,
     };
     per_plane(x, &window, |_, input, out| {
-        max_pool_plane(&window, input, out)
+        simd::run(MaxPoolPlane {
+            window: &window,
+            input,
+            out,
+        })
     })
 }
 
@@ -465,82 +742,53 @@ fn max_nan(a: f32, v: f32) -> f32 {
 /// maximum over its rows of each row's maximum: every input row is reduced across the kernel's
 /// width (from a copy padded with `-inf`), then each output row takes the maximum of the
 /// reduced rows under it, a contiguous, vectorised loop per kernel row.
-fn max_pool_plane(window: &Window, input: &[f32], out: &mut [f32]) {
-    let [kh, kw] = window.kernel;
-    let [sw, left] = [window.stride[1], window.pad[1]];
-    let (width, wo) = (window.width, window.out_width);
-    let span = (wo - 1) * sw + kw;
-    let mut scratch = vec![f32::NEG_INFINITY; span + window.height * wo];
-    let (padded, reduced) = scratch.split_at_mut(span);
-    let copied = width.min(span.saturating_sub(left));
-    for (row, acc) in input.chunks(width).zip(reduced.chunks_mut(wo)) {
-        // Only [left, left + copied) is ever written: the rest stays -inf.
-        padded[left..left + copied].copy_from_slice(&row[..copied]);
-        if sw == 1 {
-            for kx in 0..kw {
-                for (a, &v) in acc.iter_mut().zip(&padded[kx..kx + wo]) {
-                    *a = max_nan(*a, v);
-                }
-            }
-        } else {
-            for (ox, a) in acc.iter_mut().enumerate() {
-                for &v in &padded[ox * sw..ox * sw + kw] {
-                    *a = max_nan(*a, v);
-                }
-            }
-        }
-    }
-    for (oy, acc) in out.chunks_mut(wo).enumerate() {
-        acc.fill(f32::NEG_INFINITY);
-        for ky in 0..kh {
-            if let Some(y) = window.row(oy, ky) {
-                for (a, &v) in acc.iter_mut().zip(&reduced[y * wo..(y + 1) * wo]) {
-                    *a = max_nan(*a, v);
-                }
-            }
-        }
-    }
+struct MaxPoolPlane<'a> {
+    window: &'a Window,
+    input: &'a [f32],
+    out: &'a mut [MaybeUninit<f32>],
 }
 
-/// Runs `combine(acc, ky, kx, inputs)` over every kernel tap of every output row of one plane,
-/// where `acc` is the slice of output columns whose input column exists and `inputs` the input
-/// values they read at that tap (contiguous for stride 1, gathered otherwise).
-fn window_plane(
-    window: &Window,
-    input: &[f32],
-    out: &mut [f32],
-    init: f32,
-    combine: impl Fn(&mut [f32], usize, usize, &[f32]),
-) {
-    let [kh, kw] = window.kernel;
-    let [sw, left] = [window.stride[1], window.pad[1]];
-    let mut gathered = vec![0.0f32; window.out_width];
-    // The valid output columns of each kernel column, computed once per plane.
-    let columns: Vec<std::ops::Range<usize>> = (0..kw).map(|kx| window.columns(kx)).collect();
-    for (oy, row_out) in out.chunks_mut(window.out_width).enumerate() {
-        row_out.fill(init);
-        for ky in 0..kh {
-            let Some(y) = window.row(oy, ky) else {
-                continue;
-            };
-            let row_in = &input[y * window.width..(y + 1) * window.width];
-            for (kx, cols) in columns.iter().enumerate() {
-                if cols.is_empty() {
-                    continue;
-                }
-                // Input column of output column `ox`: ox * sw + kx - left.
-                let first = cols.start * sw + kx - left;
-                let acc = &mut row_out[cols.clone()];
-                if sw == 1 {
-                    combine(acc, ky, kx, &row_in[first..first + cols.len()]);
-                } else {
-                    let src = &mut gathered[..cols.len()];
-                    for (i, v) in src.iter_mut().enumerate() {
-                        *v = row_in[first + i * sw];
+impl simd::Kernel for MaxPoolPlane<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: simd::Vector>(self) {
+        let (window, input, out) = (self.window, self.input, self.out);
+        let [kh, kw] = window.kernel;
+        let [sw, left] = [window.stride[1], window.pad[1]];
+        let (width, wo) = (window.width, window.out_width);
+        let span = (wo - 1) * sw + kw;
+        let mut scratch = vec![f32::NEG_INFINITY; span + (window.height + 1) * wo];
+        let (padded, rest) = scratch.split_at_mut(span);
+        let (reduced, acc) = rest.split_at_mut(window.height * wo);
+        let copied = width.min(span.saturating_sub(left));
+        for (row, acc) in input.chunks(width).zip(reduced.chunks_mut(wo)) {
+            // Only [left, left + copied) is ever written: the rest stays -inf.
+            padded[left..left + copied].copy_from_slice(&row[..copied]);
+            if sw == 1 {
+                for kx in 0..kw {
+                    for (a, &v) in acc.iter_mut().zip(&padded[kx..kx + wo]) {
+                        *a = max_nan(*a, v);
                     }
-                    combine(acc, ky, kx, src);
+                }
+            } else {
+                for (ox, a) in acc.iter_mut().enumerate() {
+                    for &v in &padded[ox * sw..ox * sw + kw] {
+                        *a = max_nan(*a, v);
+                    }
                 }
             }
+        }
+        for (oy, row) in out.chunks_mut(wo).enumerate() {
+            acc.fill(f32::NEG_INFINITY);
+            for ky in 0..kh {
+                if let Some(y) = window.row(oy, ky) {
+                    for (a, &v) in acc.iter_mut().zip(&reduced[y * wo..(y + 1) * wo]) {
+                        *a = max_nan(*a, v);
+                    }
+                }
+            }
+            row.write_copy_of_slice(acc);
         }
     }
 }
@@ -613,8 +861,9 @@ fn gemm_conv(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
         .div_ceil(wo)
         .clamp(1, ho);
     let bands = ho.div_ceil(band);
-    let mut out = vec![0.0f32; n * cout * plane_out];
-    let shared = SharedOut(out.as_mut_ptr());
+    let len = n * cout * plane_out;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let shared = SharedOut(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
     (0..n * bands)
         .into_par_iter()
         .for_each_init(Vec::new, |col: &mut Vec<f32>, job| {
@@ -641,21 +890,18 @@ fn gemm_conv(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
                     (col.as_ptr(), cols)
                 };
                 let first_out = (image * cout + g * cout_g) * plane_out + p0;
-                // The rows of this band and group, one slice per output channel.
+                // The rows of this band and group, one slice per output channel, once the gemm
+                // has written them.
                 // SAFETY: job (image, band) and group g own channels g*cout_g.. of that image
                 // and columns p0..p0+cols of their planes; no other job touches them, and
-                // `out` lives until the loop ends.
+                // `out`'s buffer lives until the loop ends.
                 let row = |co: usize| unsafe {
                     std::slice::from_raw_parts_mut(shared.at(first_out + co * plane_out), cols)
                 };
-                if let Some(bias) = bias {
-                    for co in 0..cout_g {
-                        row(co).fill(bias[g * cout_g + co]);
-                    }
-                }
                 // SAFETY: lhs is the group's [cout_g, k] row-major weights, rhs the [k, cols]
                 // block (row stride rhs_rs), dst the [cout_g, cols] block (row stride
-                // plane_out), all inside their buffers; dst is this job's own region.
+                // plane_out), all inside their buffers; dst is this job's own region, written
+                // whole and not read (read_dst is false).
                 unsafe {
                     gemm::gemm(
                         cout_g,
@@ -664,7 +910,7 @@ fn gemm_conv(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
                         shared.at(first_out),
                         1,
                         plane_out as isize,
-                        bias.is_some(),
+                        false,
                         weights[g * cout_g * k..].as_ptr(),
                         1,
                         k as isize,
@@ -680,10 +926,18 @@ fn gemm_conv(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
                     );
                 }
                 for co in 0..cout_g {
-                    activation.apply_all(row(co));
+                    // Still in cache from the gemm.
+                    simd::run(BiasActivation {
+                        values: row(co),
+                        bias: bias.map(|b| b[g * cout_g + co]),
+                        activation,
+                    });
                 }
             }
         });
+    // SAFETY: the jobs' bands cover every row of every output channel of every image, and
+    // the gemm wrote each of them.
+    unsafe { out.set_len(len) };
     Some(flex_tensor(out, [n, cout, ho, wo]))
 }
 

@@ -98,6 +98,7 @@ pub mod cpu;
 pub mod gpu;
 #[cfg(feature = "layer-profile")]
 pub mod layers;
+pub mod simd;
 
 mod generated {
     use super::*;

@@ -8,6 +8,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use glassbox::model::cpu::{self, Activation};
+use glassbox::model::simd::{self, Level};
 
 /// Deterministic values in [-2, 2).
 fn tensor(shape: [usize; 4], seed: u64) -> Tensor<4> {
@@ -48,14 +49,26 @@ fn assert_within(got: Tensor<4>, want: Tensor<4>, tolerance: f32, what: &str) {
 }
 
 fn depthwise(channels: usize, k: usize, stride: usize, pad: usize) -> Conv2d {
-    let mut conv = Conv2dConfig::new([channels, channels], [k, k])
+    depthwise_with(channels, [k, k], [stride, stride], [pad; 4], true)
+}
+
+/// A depthwise convolution of any shape, stride and padding `[top, left, bottom, right]`.
+fn depthwise_with(
+    channels: usize,
+    [kh, kw]: [usize; 2],
+    stride: [usize; 2],
+    [top, left, bottom, right]: [usize; 4],
+    bias: bool,
+) -> Conv2d {
+    let mut conv = Conv2dConfig::new([channels, channels], [kh, kw])
         .with_groups(channels)
-        .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_stride(stride)
+        .with_padding(PaddingConfig2d::Explicit(top, left, bottom, right))
+        .with_bias(bias)
         .init(&Device::flex());
     conv.weight = conv
         .weight
-        .map(|_| tensor([channels, 1, k, k], 7 + k as u64));
+        .map(|_| tensor([channels, 1, kh, kw], 7 + (kh * kw) as u64));
     conv
 }
 
@@ -70,6 +83,10 @@ fn reference(conv: &Conv2d, x: Tensor<4>, activation: Activation) -> Tensor<4> {
 
 #[test]
 fn depthwise_convolutions_equal_burns() {
+    check_depthwise();
+}
+
+fn check_depthwise() {
     for (k, stride, pad, size) in [
         (3, 1, 1, 17),
         (3, 1, 0, 9),
@@ -96,6 +113,70 @@ fn depthwise_convolutions_equal_burns() {
             );
         }
     }
+    // Rectangular kernels and strides, asymmetric padding (TensorFlow's "same" on stride 2),
+    // planes of every width against the vector length, many planes per task, no bias.
+    let cases = [
+        ([3, 3], [2, 2], [0, 0, 1, 1], [1, 5, 17, 17], true),
+        ([5, 5], [1, 2], [2, 1, 2, 3], [2, 3, 13, 20], true),
+        ([3, 3], [2, 1], [1; 4], [1, 20, 9, 33], false),
+        ([3, 5], [2, 2], [1, 2, 1, 2], [1, 4, 30, 70], true),
+        ([5, 5], [1, 1], [2; 4], [3, 40, 7, 7], true),
+        ([5, 5], [1, 1], [2; 4], [1, 37, 14, 14], false),
+        ([3, 3], [1, 1], [1; 4], [2, 3, 1, 1], true),
+    ];
+    for (kernel, stride, pad, shape, bias) in cases {
+        let conv = depthwise_with(shape[1], kernel, stride, pad, bias);
+        let x = tensor(shape, shape.iter().product::<usize>() as u64);
+        for activation in [Activation::None, Activation::Clamp(0.0, 0.5)] {
+            assert_close(
+                cpu::conv2d(&conv, x.clone(), activation),
+                reference(&conv, x.clone(), activation),
+                &format!(
+                    "depthwise {kernel:?} stride {stride:?} pad {pad:?} on {shape:?} {activation:?}"
+                ),
+            );
+        }
+    }
+}
+
+#[test]
+fn a_nan_in_a_depthwise_window_stays_nan_through_the_activation() {
+    check_depthwise_nan();
+}
+
+fn check_depthwise_nan() {
+    let conv = depthwise(1, 3, 1, 1);
+    let mut input = vec![0.5f32; 40 * 40];
+    input[20 * 40 + 30] = f32::NAN;
+    let x = Tensor::<4>::from_data(TensorData::new(input, [1, 1, 40, 40]), &Device::flex());
+    for activation in [Activation::Relu, Activation::Clamp(0.0, 0.1)] {
+        let (_, out) = values(cpu::conv2d(&conv, x.clone(), activation));
+        for (i, v) in out.iter().enumerate() {
+            let (y, x) = (i / 40, i % 40);
+            let touches = y.abs_diff(20) <= 1 && x.abs_diff(30) <= 1;
+            assert_eq!(v.is_nan(), touches, "{activation:?} at ({y}, {x}): {v}");
+        }
+    }
+}
+
+#[test]
+fn every_instruction_set_gives_the_same_results() {
+    // The kernels' copies for each instruction set this CPU has, one after another (the limit
+    // is process-wide: other tests running meanwhile only run another copy).
+    for level in [Level::Baseline, Level::Avx2, Level::Avx512] {
+        if level > simd::detected() {
+            continue;
+        }
+        simd::limit(Some(level));
+        assert_eq!(simd::level(), level);
+        check_depthwise();
+        check_depthwise_nan();
+        check_gemm();
+        check_max_pool();
+        check_pool_nan();
+    }
+    simd::limit(None);
+    assert_eq!(simd::level(), simd::detected());
 }
 
 /// A convolution with deterministic weights and bias.
@@ -127,6 +208,10 @@ fn conv(
 
 #[test]
 fn gemm_convolutions_equal_burns() {
+    check_gemm();
+}
+
+fn check_gemm() {
     // (name, conv, input shape)
     let cases = [
         (
@@ -213,6 +298,10 @@ fn pool(k: usize, stride: usize, pad: usize, ceil: bool) -> MaxPool2d {
 
 #[test]
 fn max_pools_equal_burns_with_and_without_ceil_mode() {
+    check_max_pool();
+}
+
+fn check_max_pool() {
     for (k, stride, pad, size) in [(3, 2, 0, 112), (3, 2, 0, 13), (3, 1, 1, 14), (2, 2, 0, 7)] {
         for ceil in [false, true] {
             let p = pool(k, stride, pad, ceil);
@@ -228,6 +317,10 @@ fn max_pools_equal_burns_with_and_without_ceil_mode() {
 
 #[test]
 fn a_nan_in_a_pooling_window_comes_out_as_nan() {
+    check_pool_nan();
+}
+
+fn check_pool_nan() {
     let p = pool(3, 2, 0, true);
     let mut input = vec![0.5f32; 7 * 7];
     input[2 * 7 + 2] = f32::NAN;

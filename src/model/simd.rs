@@ -1,0 +1,295 @@
+//! Which vector instructions glassbox's CPU kernels are compiled for, chosen when they run.
+//!
+//! A Rust build targets the baseline x86-64 CPU unless told otherwise, so loops that the
+//! compiler vectorises use 128-bit SSE2 and separate multiplies and adds: a quarter of what an
+//! AVX-512 core does per instruction. Building for the build machine's CPU
+//! (`-C target-cpu=native`) would make binaries that crash on older CPUs. Instead each kernel is
+//! a [`Kernel`] whose body is written once, with plain loops over slices and fixed-size blocks,
+//! and [`run`] calls a copy of it compiled for AVX-512, for AVX2 + FMA or for the baseline,
+//! whichever is the best this CPU has (the same runtime dispatch the `gemm` crate does).
+//!
+//! The copies differ only in rounding: the AVX ones fuse `a * b + c` into one instruction (one
+//! rounding instead of two), as burn's gemm-based convolution does.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// An instruction set the kernels have a copy for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// What every x86-64 (or other) CPU has: SSE2 on x86-64.
+    Baseline = 1,
+    /// AVX2 with fused multiply-add (x86-64-v3).
+    Avx2 = 2,
+    /// AVX-512 F/VL/DQ/BW on top of AVX2 + FMA (x86-64-v4).
+    Avx512 = 3,
+}
+
+/// The highest level [`run`] may use; `u8::MAX` leaves it to the CPU.
+static CAP: AtomicU8 = AtomicU8::new(u8::MAX);
+
+/// The best level this CPU supports.
+pub fn detected() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512dq")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+        {
+            return Level::Avx512;
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return Level::Avx2;
+        }
+    }
+    Level::Baseline
+}
+
+/// The level the kernels run at: the CPU's best, or lower where [`limit`] asked for less.
+pub fn level() -> Level {
+    let best = detected();
+    match CAP.load(Ordering::Relaxed) {
+        1 => Level::Baseline.min(best),
+        2 => Level::Avx2.min(best),
+        _ => best,
+    }
+}
+
+/// Makes every kernel run at `level` or lower from now on, for the whole process (tests and
+/// benchmarks compare the copies with it); `None` lifts the limit.
+pub fn limit(level: Option<Level>) {
+    CAP.store(level.map_or(u8::MAX, |l| l as u8), Ordering::Relaxed);
+}
+
+/// A vector of `LANES` floats in registers, with what the kernels do to it. Each level has its
+/// own: AVX-512's 16 lanes, AVX2's 8, and four plain floats for the baseline (SSE2 on x86-64,
+/// whatever the compiler makes of them elsewhere).
+pub trait Vector: Copy {
+    /// Floats per vector.
+    const LANES: usize;
+    /// Every lane `value`.
+    fn splat(value: f32) -> Self;
+    /// `LANES` floats from the start of `values` (which must hold that many; checked).
+    fn load(values: &[f32]) -> Self;
+    /// Writes the lanes to the start of `values` (which must hold that many; checked).
+    fn store(self, values: &mut [f32]);
+    /// `a * b + c`, fused where the instruction set can.
+    fn mul_add(a: Self, b: Self, c: Self) -> Self;
+    /// `a * b + c` on one float, rounded as [`Vector::mul_add`] rounds each lane.
+    fn mul_add_one(a: f32, b: f32, c: f32) -> f32;
+    /// The even lanes and the odd lanes of `a` followed by `b`.
+    fn deinterleave(a: Self, b: Self) -> (Self, Self);
+    /// Per lane, `bound` where `bound > x`, else `x` (so a NaN in `x` is kept).
+    fn at_least(x: Self, bound: Self) -> Self;
+    /// Per lane, `bound` where `bound < x`, else `x` (so a NaN in `x` is kept).
+    fn at_most(x: Self, bound: Self) -> Self;
+}
+
+/// Four floats with a separate multiply and add (two roundings): the baseline, for CPUs
+/// without FMA, where `f32::mul_add` would be a library call.
+#[derive(Clone, Copy)]
+pub struct Plain([f32; 4]);
+
+impl Vector for Plain {
+    const LANES: usize = 4;
+    #[inline(always)]
+    fn splat(value: f32) -> Self {
+        Self([value; 4])
+    }
+    #[inline(always)]
+    fn load(values: &[f32]) -> Self {
+        Self([values[0], values[1], values[2], values[3]])
+    }
+    #[inline(always)]
+    fn store(self, values: &mut [f32]) {
+        values[..4].copy_from_slice(&self.0);
+    }
+    #[inline(always)]
+    fn mul_add(a: Self, b: Self, c: Self) -> Self {
+        Self(std::array::from_fn(|i| a.0[i] * b.0[i] + c.0[i]))
+    }
+    #[inline(always)]
+    fn mul_add_one(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+    #[inline(always)]
+    fn deinterleave(a: Self, b: Self) -> (Self, Self) {
+        let (a, b) = (a.0, b.0);
+        (
+            Self([a[0], a[2], b[0], b[2]]),
+            Self([a[1], a[3], b[1], b[3]]),
+        )
+    }
+    #[inline(always)]
+    fn at_least(x: Self, bound: Self) -> Self {
+        Self(std::array::from_fn(|i| {
+            if bound.0[i] > x.0[i] {
+                bound.0[i]
+            } else {
+                x.0[i]
+            }
+        }))
+    }
+    #[inline(always)]
+    fn at_most(x: Self, bound: Self) -> Self {
+        Self(std::array::from_fn(|i| {
+            if bound.0[i] < x.0[i] {
+                bound.0[i]
+            } else {
+                x.0[i]
+            }
+        }))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Vector;
+    use std::arch::x86_64::*;
+
+    /// Eight floats in an AVX register.
+    #[derive(Clone, Copy)]
+    pub struct Avx2(__m256);
+
+    // SAFETY (every intrinsic below): a `Avx2` value only exists inside `run`'s AVX2 + FMA
+    // copy, which is only called on CPUs that have those features; loads and stores are
+    // unaligned ones, on slices whose length is checked first.
+    impl Vector for Avx2 {
+        const LANES: usize = 8;
+        #[inline(always)]
+        fn splat(value: f32) -> Self {
+            Self(unsafe { _mm256_set1_ps(value) })
+        }
+        #[inline(always)]
+        fn load(values: &[f32]) -> Self {
+            assert!(values.len() >= 8);
+            Self(unsafe { _mm256_loadu_ps(values.as_ptr()) })
+        }
+        #[inline(always)]
+        fn store(self, values: &mut [f32]) {
+            assert!(values.len() >= 8);
+            unsafe { _mm256_storeu_ps(values.as_mut_ptr(), self.0) }
+        }
+        #[inline(always)]
+        fn mul_add(a: Self, b: Self, c: Self) -> Self {
+            Self(unsafe { _mm256_fmadd_ps(a.0, b.0, c.0) })
+        }
+        #[inline(always)]
+        fn mul_add_one(a: f32, b: f32, c: f32) -> f32 {
+            a.mul_add(b, c)
+        }
+        #[inline(always)]
+        fn deinterleave(a: Self, b: Self) -> (Self, Self) {
+            // Within each 128-bit half: [a0 a2 b0 b2 | a4 a6 b4 b6], then the 64-bit pairs
+            // reordered to [a0 a2 a4 a6 b0 b2 b4 b6]; the same for the odd lanes.
+            unsafe {
+                let even = _mm256_shuffle_ps::<0b10_00_10_00>(a.0, b.0);
+                let odd = _mm256_shuffle_ps::<0b11_01_11_01>(a.0, b.0);
+                let order = |v: __m256| {
+                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+                };
+                (Self(order(even)), Self(order(odd)))
+            }
+        }
+        #[inline(always)]
+        fn at_least(x: Self, bound: Self) -> Self {
+            // max(a, b) is `a > b ? a : b`: b (x) whenever either is NaN.
+            Self(unsafe { _mm256_max_ps(bound.0, x.0) })
+        }
+        #[inline(always)]
+        fn at_most(x: Self, bound: Self) -> Self {
+            Self(unsafe { _mm256_min_ps(bound.0, x.0) })
+        }
+    }
+
+    /// Sixteen floats in an AVX-512 register.
+    #[derive(Clone, Copy)]
+    pub struct Avx512(__m512);
+
+    // SAFETY (every intrinsic below): as for `Avx2`, inside the AVX-512 copy only.
+    impl Vector for Avx512 {
+        const LANES: usize = 16;
+        #[inline(always)]
+        fn splat(value: f32) -> Self {
+            Self(unsafe { _mm512_set1_ps(value) })
+        }
+        #[inline(always)]
+        fn load(values: &[f32]) -> Self {
+            assert!(values.len() >= 16);
+            Self(unsafe { _mm512_loadu_ps(values.as_ptr()) })
+        }
+        #[inline(always)]
+        fn store(self, values: &mut [f32]) {
+            assert!(values.len() >= 16);
+            unsafe { _mm512_storeu_ps(values.as_mut_ptr(), self.0) }
+        }
+        #[inline(always)]
+        fn mul_add(a: Self, b: Self, c: Self) -> Self {
+            Self(unsafe { _mm512_fmadd_ps(a.0, b.0, c.0) })
+        }
+        #[inline(always)]
+        fn mul_add_one(a: f32, b: f32, c: f32) -> f32 {
+            a.mul_add(b, c)
+        }
+        #[inline(always)]
+        fn deinterleave(a: Self, b: Self) -> (Self, Self) {
+            // Index i < 16 picks a[i], i >= 16 picks b[i - 16].
+            unsafe {
+                let even =
+                    _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                let odd =
+                    _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+                (
+                    Self(_mm512_permutex2var_ps(a.0, even, b.0)),
+                    Self(_mm512_permutex2var_ps(a.0, odd, b.0)),
+                )
+            }
+        }
+        #[inline(always)]
+        fn at_least(x: Self, bound: Self) -> Self {
+            // max(a, b) is `a > b ? a : b`: b (x) whenever either is NaN.
+            Self(unsafe { _mm512_max_ps(bound.0, x.0) })
+        }
+        #[inline(always)]
+        fn at_most(x: Self, bound: Self) -> Self {
+            Self(unsafe { _mm512_min_ps(bound.0, x.0) })
+        }
+    }
+}
+
+/// A piece of work with one body for every instruction set. `run` must be
+/// `#[inline(always)]`, and so must every function it calls in its hot loops, so that the
+/// whole body is compiled into each copy with that copy's instructions.
+pub trait Kernel {
+    /// What the work returns.
+    type Output;
+    /// Does the work with vectors `V`.
+    fn run<V: Vector>(self) -> Self::Output;
+}
+
+/// Runs `kernel` compiled for the best instruction set allowed (see [`level`]).
+pub fn run<K: Kernel>(kernel: K) -> K::Output {
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `level` only returns Avx512 when the CPU has every feature enabled here.
+        Level::Avx512 => unsafe { avx512(kernel) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `level` only returns Avx2 when the CPU has AVX2 and FMA.
+        Level::Avx2 => unsafe { avx2(kernel) },
+        _ => kernel.run::<Plain>(),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+unsafe fn avx512<K: Kernel>(kernel: K) -> K::Output {
+    kernel.run::<x86::Avx512>()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2<K: Kernel>(kernel: K) -> K::Output {
+    kernel.run::<x86::Avx2>()
+}
