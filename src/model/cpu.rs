@@ -337,64 +337,12 @@ unsafe fn written(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec
     values
 }
 
-/// Runs `kernel(plane, input, output)` for every `(image, channel)` plane of `x`, each on its
-/// own core, into a new tensor of `window`'s output size; `None` if `x` is not CPU f32.
-/// `kernel` must write every value of its output plane.
-fn per_plane(
-    x: &Tensor<4>,
-    window: &Window,
-    kernel: impl Fn(usize, &[f32], &mut [MaybeUninit<f32>]) + Sync,
-) -> Option<Tensor<4>> {
-    let [n, c, _, _] = x.dims();
-    let (t, start, end) = values(x)?;
-    let input = &t.storage::<f32>()[start..end];
-    let plane_in = window.height * window.width;
-    let plane_out = window.out_height * window.out_width;
-    // SAFETY: the planes cover the buffer, and `kernel` writes the whole of its plane (its
-    // contract).
-    let out = unsafe {
-        written(n * c * plane_out, |out| {
-            out.par_chunks_mut(plane_out)
-                .enumerate()
-                .for_each(|(plane, out)| {
-                    kernel(plane, &input[plane * plane_in..(plane + 1) * plane_in], out);
-                })
-        })
-    };
-    Some(flex_tensor(
-        out,
-        [n, c, window.out_height, window.out_width],
-    ))
-}
-
 /// Padding `(top, left, bottom, right)` of an explicit or absent padding.
 pub(crate) fn padding(p: &PaddingConfig2d) -> Option<[usize; 4]> {
     match p {
         PaddingConfig2d::Valid => Some([0; 4]),
         PaddingConfig2d::Explicit(t, l, b, r) => Some([*t, *l, *b, *r]),
         PaddingConfig2d::Same => None,
-    }
-}
-
-/// The geometry of a pooling window over NCHW planes.
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    height: usize,
-    width: usize,
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    /// Top and left padding.
-    pad: [usize; 2],
-    out_height: usize,
-    out_width: usize,
-}
-
-impl Window {
-    /// The input row read by output row `oy` at kernel row `ky`, if inside the plane.
-    fn row(&self, oy: usize, ky: usize) -> Option<usize> {
-        (oy * self.stride[0] + ky)
-            .checked_sub(self.pad[0])
-            .filter(|&y| y < self.height)
     }
 }
 
@@ -419,11 +367,7 @@ fn depthwise(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
     let (t, start, end) = values(x)?;
     let input = &t.storage::<f32>()[start..end];
     let plane_out = geometry.out_height * geometry.out_width;
-    // Enough planes per task that rayon's hand-over costs little next to the work: a 7x7 plane
-    // of a 5x5 kernel is only 1,225 multiply-adds.
-    let per_task = (1usize << 16)
-        .div_ceil((plane_out * kh * kw).max(1))
-        .clamp(1, (n * c).div_ceil(2 * rayon::current_num_threads()).max(1));
+    let per_task = planes_per_task(n * c, plane_out * kh * kw);
     // SAFETY: the tasks cover the buffer, and each writes every row of its planes.
     let out = unsafe {
         written(n * c * plane_out, |out| {
@@ -450,13 +394,22 @@ fn depthwise(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
     ))
 }
 
+/// Planes a task of a per-plane kernel takes: enough that rayon's hand-over costs little next
+/// to `work` operations per plane (a 7x7 plane of a 5x5 kernel is only 1,225 multiply-adds),
+/// few enough that every core gets at least two tasks.
+fn planes_per_task(planes: usize, work: usize) -> usize {
+    (1usize << 16)
+        .div_ceil(work.max(1))
+        .clamp(1, planes.div_ceil(2 * rayon::current_num_threads()).max(1))
+}
+
 /// The most floats a vector has ([`simd::Vector::LANES`]): the slack every flat buffer gets so
 /// that its last vector may run past the outputs kept.
 const MAX_LANES: usize = 16;
 
-/// Vectors a depthwise pass holds in registers through all kernel taps: 8 independent chains
-/// of multiply-adds hide their latency on two FMA units.
-const DEPTHWISE_VECTORS: usize = 8;
+/// Vectors a pass holds in registers through all kernel taps: 8 independent chains of
+/// multiply-adds hide their latency on two FMA units.
+const PASS_VECTORS: usize = 8;
 
 /// The geometry of a depthwise convolution computed as flat multiply-adds over phase planes.
 ///
@@ -527,10 +480,16 @@ impl Phases {
     }
 
     /// Writes one input plane into the inner part of the phase planes `phases`, the part
-    /// that is not padding (which the caller zeroes once for all planes); `padded` is scratch
-    /// for one padded row.
+    /// that is not padding (which the caller fills with `pad` once for all planes); `padded` is
+    /// scratch for one padded row.
     #[inline(always)]
-    fn split<V: simd::Vector>(&self, input: &[f32], phases: &mut [f32], padded: &mut Vec<f32>) {
+    fn split<V: simd::Vector>(
+        &self,
+        input: &[f32],
+        phases: &mut [f32],
+        padded: &mut Vec<f32>,
+        pad: f32,
+    ) {
         let [sh, sw] = self.stride;
         let [top, left] = self.pad;
         let (hq, wq, width) = (self.hq, self.wq, self.width);
@@ -538,30 +497,14 @@ impl Phases {
             // Each padded row, deinterleaved into its even and odd columns a vector at a time.
             let lanes = V::LANES;
             padded.clear();
-            padded.resize(2 * wq.next_multiple_of(lanes), 0.0);
+            padded.resize(2 * wq.next_multiple_of(lanes), pad);
             for (y, row) in input.chunks_exact(width).enumerate() {
                 let (py, i) = ((y + top) % sh, (y + top) / sh);
                 let copied = width.min(2 * wq - left);
                 padded[left..left + copied].copy_from_slice(&row[..copied]);
                 let at = (py * 2 * hq + i) * wq;
                 let (even, odd) = phases[at..].split_at_mut(hq * wq);
-                for j in (0..wq).step_by(lanes) {
-                    let (e, o) = V::deinterleave(
-                        V::load(&padded[2 * j..]),
-                        V::load(&padded[2 * j + lanes..]),
-                    );
-                    if j + lanes <= wq {
-                        e.store(&mut even[j..]);
-                        o.store(&mut odd[j..]);
-                    } else {
-                        let mut tail = [0.0f32; 2 * MAX_LANES];
-                        e.store(&mut tail);
-                        o.store(&mut tail[MAX_LANES..]);
-                        let n = wq - j;
-                        even[j..wq].copy_from_slice(&tail[..n]);
-                        odd[j..wq].copy_from_slice(&tail[MAX_LANES..MAX_LANES + n]);
-                    }
-                }
+                deinterleave_row::<V>(padded, even, odd, wq);
             }
             return;
         }
@@ -581,6 +524,28 @@ impl Phases {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Splits `padded` into its even columns `even[..n]` and its odd ones `odd[..n]`, a vector at a
+/// time; `padded` must hold `2 × n` values rounded up to whole vectors (those past `2 × n` are
+/// read and dropped).
+#[inline(always)]
+fn deinterleave_row<V: simd::Vector>(padded: &[f32], even: &mut [f32], odd: &mut [f32], n: usize) {
+    let lanes = V::LANES;
+    for j in (0..n).step_by(lanes) {
+        let (e, o) = V::deinterleave(V::load(&padded[2 * j..]), V::load(&padded[2 * j + lanes..]));
+        if j + lanes <= n {
+            e.store(&mut even[j..]);
+            o.store(&mut odd[j..]);
+        } else {
+            let mut tail = [0.0f32; 2 * MAX_LANES];
+            e.store(&mut tail);
+            o.store(&mut tail[MAX_LANES..]);
+            let rest = n - j;
+            even[j..n].copy_from_slice(&tail[..rest]);
+            odd[j..n].copy_from_slice(&tail[MAX_LANES..MAX_LANES + rest]);
         }
     }
 }
@@ -607,64 +572,108 @@ impl simd::Kernel for DepthwisePlanes<'_> {
     fn run<V: simd::Vector>(self) {
         let g = self.geometry;
         let [kh, kw] = g.kernel;
-        let (plane_in, wo) = (g.height * g.width, g.out_width);
-        let plane_out = g.out_height * wo;
-        let phase_floats = g.phase_floats();
-        let vectors = g.len.div_ceil(V::LANES);
-        // Zeroed once: every plane writes the same inner part of the phase planes, so their
-        // padding stays zero.
-        self.scratch.clear();
-        self.scratch.resize(phase_floats + vectors * V::LANES, 0.0);
-        let (phases, rest) = self.scratch.split_at_mut(phase_floats);
-        let (flat, _) = rest.split_at_mut(vectors * V::LANES);
-        let mut padded = Vec::new();
-        for (k, out) in self.out.chunks_exact_mut(plane_out).enumerate() {
+        let mut planes = PhasePlanes::new::<V>(g, self.scratch, 0.0);
+        for (k, out) in self
+            .out
+            .chunks_exact_mut(g.out_height * g.out_width)
+            .enumerate()
+        {
             let plane = self.first_plane + k;
             let ch = plane % self.channels;
-            let bias = V::splat(self.bias.map_or(0.0, |b| b[ch]));
-            let kernel = &self.weights[ch * kh * kw..(ch + 1) * kh * kw];
-            g.split::<V>(
-                &self.input[plane * plane_in..(plane + 1) * plane_in],
-                phases,
-                &mut padded,
+            planes.compute::<V>(
+                &self.input[plane * g.height * g.width..(plane + 1) * g.height * g.width],
+                out,
+                Some(&self.weights[ch * kh * kw..(ch + 1) * kh * kw]),
+                self.bias.map_or(0.0, |b| b[ch]),
+                self.activation,
             );
-            let mut done = 0;
-            while done < vectors {
-                let step = (vectors - done).min(DEPTHWISE_VECTORS);
-                let pass = Pass {
-                    phases,
-                    taps: &g.taps,
-                    kernel,
-                    bias,
-                    activation: self.activation,
-                    at: done * V::LANES,
-                };
-                match step {
-                    1 => pass.run::<1>(flat),
-                    2 => pass.run::<2>(flat),
-                    3 => pass.run::<3>(flat),
-                    4 => pass.run::<4>(flat),
-                    5 => pass.run::<5>(flat),
-                    6 => pass.run::<6>(flat),
-                    7 => pass.run::<7>(flat),
-                    _ => pass.run::<DEPTHWISE_VECTORS>(flat),
-                }
-                done += step;
-            }
-            for (oy, row) in out.chunks_exact_mut(wo).enumerate() {
-                row.write_copy_of_slice(&flat[oy * g.wq..oy * g.wq + wo]);
-            }
         }
     }
 }
 
-/// `N` vectors of a depthwise plane's flat output from `at` on, each summed over every kernel
-/// tap in a register.
+/// The scratch of a task of [`Phases`] planes: the phase planes, whose padding is written once
+/// for all the task's planes, the flat output, and one padded row.
+struct PhasePlanes<'a> {
+    geometry: &'a Phases,
+    phases: &'a mut [f32],
+    flat: &'a mut [f32],
+    padded: Vec<f32>,
+    pad: f32,
+}
+
+impl<'a> PhasePlanes<'a> {
+    /// Scratch from `scratch`, the padding filled with `pad`.
+    #[inline(always)]
+    fn new<V: simd::Vector>(geometry: &'a Phases, scratch: &'a mut Vec<f32>, pad: f32) -> Self {
+        let phase_floats = geometry.phase_floats();
+        let flat_floats = geometry.len.next_multiple_of(V::LANES);
+        // Every plane writes the same inner part of the phase planes, so their padding keeps
+        // this value.
+        scratch.clear();
+        scratch.resize(phase_floats + flat_floats, pad);
+        let (phases, flat) = scratch.split_at_mut(phase_floats);
+        Self {
+            geometry,
+            phases,
+            flat,
+            padded: Vec::new(),
+            pad,
+        }
+    }
+
+    /// One plane: `out = activation(init + Σ weights[tap] × tap)` over the kernel's taps, or,
+    /// without weights, `out = max(init, max over taps)`, NaN if any tap is NaN.
+    #[inline(always)]
+    fn compute<V: simd::Vector>(
+        &mut self,
+        input: &[f32],
+        out: &mut [MaybeUninit<f32>],
+        weights: Option<&[f32]>,
+        init: f32,
+        activation: Activation,
+    ) {
+        let g = self.geometry;
+        g.split::<V>(input, self.phases, &mut self.padded, self.pad);
+        let vectors = g.len.div_ceil(V::LANES);
+        let mut done = 0;
+        while done < vectors {
+            let step = (vectors - done).min(PASS_VECTORS);
+            let pass = Pass {
+                phases: self.phases,
+                taps: &g.taps,
+                weights,
+                init: V::splat(init),
+                activation,
+                at: done * V::LANES,
+            };
+            let flat = &mut *self.flat;
+            match step {
+                1 => pass.run::<1>(flat),
+                2 => pass.run::<2>(flat),
+                3 => pass.run::<3>(flat),
+                4 => pass.run::<4>(flat),
+                5 => pass.run::<5>(flat),
+                6 => pass.run::<6>(flat),
+                7 => pass.run::<7>(flat),
+                _ => pass.run::<PASS_VECTORS>(flat),
+            }
+            done += step;
+        }
+        let wo = g.out_width;
+        for (oy, row) in out.chunks_exact_mut(wo).enumerate() {
+            row.write_copy_of_slice(&self.flat[oy * g.wq..oy * g.wq + wo]);
+        }
+    }
+}
+
+/// `N` vectors of a [`Phases`] plane's flat output from `at` on, each reduced over every kernel
+/// tap in a register: a weighted sum plus `init` and then the activation, or, without weights,
+/// the maximum of `init` and the taps.
 struct Pass<'a, V> {
     phases: &'a [f32],
     taps: &'a [usize],
-    kernel: &'a [f32],
-    bias: V,
+    weights: Option<&'a [f32]>,
+    init: V,
     activation: Activation,
     at: usize,
 }
@@ -673,12 +682,24 @@ impl<V: simd::Vector> Pass<'_, V> {
     #[inline(always)]
     fn run<const N: usize>(&self, flat: &mut [f32]) {
         let lanes = V::LANES;
-        let mut acc = [self.bias; N];
-        for (&w, &tap) in self.kernel.iter().zip(self.taps) {
-            let w = V::splat(w);
-            let src = &self.phases[tap + self.at..tap + self.at + N * lanes];
-            for (j, a) in acc.iter_mut().enumerate() {
-                *a = V::mul_add(w, V::load(&src[j * lanes..]), *a);
+        let mut acc = [self.init; N];
+        let block = |tap: usize| &self.phases[tap + self.at..tap + self.at + N * lanes];
+        match self.weights {
+            Some(weights) => {
+                for (&w, &tap) in weights.iter().zip(self.taps) {
+                    let (w, src) = (V::splat(w), block(tap));
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        *a = V::mul_add(w, V::load(&src[j * lanes..]), *a);
+                    }
+                }
+            }
+            None => {
+                for &tap in self.taps {
+                    let src = block(tap);
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        *a = V::max_nan(*a, V::load(&src[j * lanes..]));
+                    }
+                }
             }
         }
         let dst = &mut flat[self.at..self.at + N * lanes];
@@ -713,82 +734,74 @@ fn max_pool_flex(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
         }
         Some(out)
     };
-    let window = Window {
-        height,
-        width,
-        kernel: [kh, kw],
-        stride: [sh, sw],
-        pad: [top, left],
-        out_height: out_len(height, top, bottom, kh, sh)?,
-        out_width: out_len(width, left, right, kw, sw)?,
-    };
-    per_plane(x, &window, |_, input, out| {
-        simd::run(MaxPoolPlane {
-            window: &window,
-            input,
-            out,
+    let (out_height, out_width) = (
+        out_len(height, top, bottom, kh, sh)?,
+        out_len(width, left, right, kw, sw)?,
+    );
+    // The padding the windows actually read on the bottom and right: in ceil mode the last
+    // windows may hang past the explicit padding (that part is -inf as well), and windows that
+    // would start in the padding are not computed.
+    let (bottom, right) = (
+        ((out_height - 1) * sh + kh).saturating_sub(top + height),
+        ((out_width - 1) * sw + kw).saturating_sub(left + width),
+    );
+    let geometry = Phases::new(
+        [height, width],
+        [kh, kw],
+        [sh, sw],
+        [top, left, bottom, right],
+    )?;
+    if (geometry.out_height, geometry.out_width) != (out_height, out_width) {
+        return None;
+    }
+    let [n, c, _, _] = x.dims();
+    let (t, start, end) = values(x)?;
+    let input = &t.storage::<f32>()[start..end];
+    let (plane_in, plane_out) = (height * width, out_height * out_width);
+    let per_task = planes_per_task(n * c, plane_out * kh * kw);
+    // SAFETY: the tasks cover the buffer, and each writes every row of its planes.
+    let out = unsafe {
+        written(n * c * plane_out, |out| {
+            out.par_chunks_mut(plane_out * per_task)
+                .enumerate()
+                .for_each_init(Vec::new, |scratch, (task, out)| {
+                    let first = task * per_task * plane_in;
+                    simd::run(MaxPoolPlanes {
+                        geometry: &geometry,
+                        input: &input[first..first + out.len() / plane_out * plane_in],
+                        out,
+                        scratch,
+                    })
+                })
         })
-    })
+    };
+    Some(flex_tensor(out, [n, c, out_height, out_width]))
 }
 
-/// The larger of `a` and `v`, NaN if either is (as PyTorch and onnxruntime pool); a select,
-/// so loops over it vectorise.
-#[inline(always)]
-fn max_nan(a: f32, v: f32) -> f32 {
-    if v > a || v.is_nan() { v } else { a }
-}
-
-/// Max pooling of one plane in two passes, since a rectangular window's maximum is the
-/// maximum over its rows of each row's maximum: every input row is reduced across the kernel's
-/// width (from a copy padded with `-inf`), then each output row takes the maximum of the
-/// reduced rows under it, a contiguous, vectorised loop per kernel row.
-struct MaxPoolPlane<'a> {
-    window: &'a Window,
+/// Max pooling of consecutive planes as [`Phases`] planes padded with `-inf`: every output
+/// vector is the maximum of one contiguous load per kernel tap, at any stride.
+struct MaxPoolPlanes<'a> {
+    geometry: &'a Phases,
+    /// Whole input planes.
     input: &'a [f32],
+    /// The planes' outputs, every value of which is written.
     out: &'a mut [MaybeUninit<f32>],
+    scratch: &'a mut Vec<f32>,
 }
 
-impl simd::Kernel for MaxPoolPlane<'_> {
+impl simd::Kernel for MaxPoolPlanes<'_> {
     type Output = ();
 
     #[inline(always)]
     fn run<V: simd::Vector>(self) {
-        let (window, input, out) = (self.window, self.input, self.out);
-        let [kh, kw] = window.kernel;
-        let [sw, left] = [window.stride[1], window.pad[1]];
-        let (width, wo) = (window.width, window.out_width);
-        let span = (wo - 1) * sw + kw;
-        let mut scratch = vec![f32::NEG_INFINITY; span + (window.height + 1) * wo];
-        let (padded, rest) = scratch.split_at_mut(span);
-        let (reduced, acc) = rest.split_at_mut(window.height * wo);
-        let copied = width.min(span.saturating_sub(left));
-        for (row, acc) in input.chunks(width).zip(reduced.chunks_mut(wo)) {
-            // Only [left, left + copied) is ever written: the rest stays -inf.
-            padded[left..left + copied].copy_from_slice(&row[..copied]);
-            if sw == 1 {
-                for kx in 0..kw {
-                    for (a, &v) in acc.iter_mut().zip(&padded[kx..kx + wo]) {
-                        *a = max_nan(*a, v);
-                    }
-                }
-            } else {
-                for (ox, a) in acc.iter_mut().enumerate() {
-                    for &v in &padded[ox * sw..ox * sw + kw] {
-                        *a = max_nan(*a, v);
-                    }
-                }
-            }
-        }
-        for (oy, row) in out.chunks_mut(wo).enumerate() {
-            acc.fill(f32::NEG_INFINITY);
-            for ky in 0..kh {
-                if let Some(y) = window.row(oy, ky) {
-                    for (a, &v) in acc.iter_mut().zip(&reduced[y * wo..(y + 1) * wo]) {
-                        *a = max_nan(*a, v);
-                    }
-                }
-            }
-            row.write_copy_of_slice(acc);
+        let g = self.geometry;
+        let mut planes = PhasePlanes::new::<V>(g, self.scratch, f32::NEG_INFINITY);
+        for (input, out) in self
+            .input
+            .chunks_exact(g.height * g.width)
+            .zip(self.out.chunks_exact_mut(g.out_height * g.out_width))
+        {
+            planes.compute::<V>(input, out, None, f32::NEG_INFINITY, Activation::None);
         }
     }
 }

@@ -85,6 +85,8 @@ pub trait Vector: Copy {
     fn at_least(x: Self, bound: Self) -> Self;
     /// Per lane, `bound` where `bound < x`, else `x` (so a NaN in `x` is kept).
     fn at_most(x: Self, bound: Self) -> Self;
+    /// Per lane, the larger of `acc` and `x`, NaN if either is (as max pooling wants).
+    fn max_nan(acc: Self, x: Self) -> Self;
 }
 
 /// Four floats with a separate multiply and add (two roundings): the baseline, for CPUs
@@ -140,6 +142,13 @@ impl Vector for Plain {
             } else {
                 x.0[i]
             }
+        }))
+    }
+    #[inline(always)]
+    fn max_nan(acc: Self, x: Self) -> Self {
+        Self(std::array::from_fn(|i| {
+            let (a, v) = (acc.0[i], x.0[i]);
+            if v > a || v.is_nan() { v } else { a }
         }))
     }
 }
@@ -202,6 +211,15 @@ mod x86 {
         fn at_most(x: Self, bound: Self) -> Self {
             Self(unsafe { _mm256_min_ps(bound.0, x.0) })
         }
+        #[inline(always)]
+        fn max_nan(acc: Self, x: Self) -> Self {
+            // max(acc, x) is NaN where x is; where acc is NaN, acc is kept.
+            unsafe {
+                let max = _mm256_max_ps(acc.0, x.0);
+                let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(acc.0, acc.0);
+                Self(_mm256_blendv_ps(max, acc.0, nan))
+            }
+        }
     }
 
     /// Sixteen floats in an AVX-512 register.
@@ -255,6 +273,15 @@ mod x86 {
         #[inline(always)]
         fn at_most(x: Self, bound: Self) -> Self {
             Self(unsafe { _mm512_min_ps(bound.0, x.0) })
+        }
+        #[inline(always)]
+        fn max_nan(acc: Self, x: Self) -> Self {
+            // max(acc, x) is NaN where x is; where acc is NaN, acc is kept.
+            unsafe {
+                let max = _mm512_max_ps(acc.0, x.0);
+                let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(acc.0, acc.0);
+                Self(_mm512_mask_mov_ps(max, nan, acc.0))
+            }
         }
     }
 }

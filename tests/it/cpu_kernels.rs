@@ -302,7 +302,16 @@ fn max_pools_equal_burns_with_and_without_ceil_mode() {
 }
 
 fn check_max_pool() {
-    for (k, stride, pad, size) in [(3, 2, 0, 112), (3, 2, 0, 13), (3, 1, 1, 14), (2, 2, 0, 7)] {
+    for (k, stride, pad, size) in [
+        (3, 2, 0, 112),
+        (3, 2, 0, 13),
+        (3, 1, 1, 14),
+        (2, 2, 0, 7),
+        (2, 2, 0, 13),
+        (3, 3, 1, 20),
+        (5, 1, 2, 9),
+        (3, 1, 1, 40),
+    ] {
         for ceil in [false, true] {
             let p = pool(k, stride, pad, ceil);
             let x = tensor([2, 3, size, size], (size + k) as u64);
