@@ -91,7 +91,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\n{:<28} {:<16} {:>10} {:>7}",
         "slowest statements", "kind", "ms/pass", "share"
     );
-    for ((name, kind), s) in layers.iter().take(15) {
+    let top: usize = std::env::var("GLASSBOX_LAYERS_TOP").map_or(Ok(15), |v| v.parse())?;
+    for ((name, kind), s) in layers.iter().take(top) {
         println!(
             "{name:<28} {kind:<16} {:>10.2} {:>6.1}%",
             per_pass(*s),

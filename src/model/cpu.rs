@@ -580,8 +580,14 @@ impl simd::Kernel for DepthwisePlanes<'_> {
         {
             let plane = self.first_plane + k;
             let ch = plane % self.channels;
+            let plane_in = g.height * g.width;
+            let next = self
+                .input
+                .get((plane + 1) * plane_in..(plane + 2) * plane_in)
+                .unwrap_or(&[]);
             planes.compute::<V>(
-                &self.input[plane * g.height * g.width..(plane + 1) * g.height * g.width],
+                &self.input[plane * plane_in..(plane + 1) * plane_in],
+                next,
                 out,
                 Some(&self.weights[ch * kh * kw..(ch + 1) * kh * kw]),
                 self.bias.map_or(0.0, |b| b[ch]),
@@ -624,9 +630,11 @@ impl<'a> PhasePlanes<'a> {
     /// One plane: `out = activation(init + Σ weights[tap] × tap)` over the kernel's taps, or,
     /// without weights, `out = max(init, max over taps)`, NaN if any tap is NaN.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn compute<V: simd::Vector>(
         &mut self,
         input: &[f32],
+        next: &[f32],
         out: &mut [MaybeUninit<f32>],
         weights: Option<&[f32]>,
         init: f32,
@@ -635,8 +643,16 @@ impl<'a> PhasePlanes<'a> {
         let g = self.geometry;
         g.split::<V>(input, self.phases, &mut self.padded, self.pad);
         let vectors = g.len.div_ceil(V::LANES);
+        // The next plane is asked for from memory a little after each pass, so that it is in
+        // cache when split: planes are read once, too briefly for the hardware to prefetch them.
+        let passes = vectors.div_ceil(PASS_VECTORS);
+        let lines = next.len().div_ceil(16);
         let mut done = 0;
         while done < vectors {
+            let pass_index = done / PASS_VECTORS;
+            for line in pass_index * lines / passes..(pass_index + 1) * lines / passes {
+                simd::prefetch(&next[line * 16..]);
+            }
             let step = (vectors - done).min(PASS_VECTORS);
             let pass = Pass {
                 phases: self.phases,
@@ -796,12 +812,18 @@ impl simd::Kernel for MaxPoolPlanes<'_> {
     fn run<V: simd::Vector>(self) {
         let g = self.geometry;
         let mut planes = PhasePlanes::new::<V>(g, self.scratch, f32::NEG_INFINITY);
-        for (input, out) in self
-            .input
-            .chunks_exact(g.height * g.width)
-            .zip(self.out.chunks_exact_mut(g.out_height * g.out_width))
+        let plane_in = g.height * g.width;
+        for (k, out) in self
+            .out
+            .chunks_exact_mut(g.out_height * g.out_width)
+            .enumerate()
         {
-            planes.compute::<V>(input, out, None, f32::NEG_INFINITY, Activation::None);
+            let input = &self.input[k * plane_in..(k + 1) * plane_in];
+            let next = self
+                .input
+                .get((k + 1) * plane_in..(k + 2) * plane_in)
+                .unwrap_or(&[]);
+            planes.compute::<V>(input, next, out, None, f32::NEG_INFINITY, Activation::None);
         }
     }
 }
@@ -868,6 +890,10 @@ fn gemm_conv(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
     let cout_g = cout / groups;
     let (plane_in, plane_out) = (height * width, ho * wo);
     let pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && top + left + bottom + right == 0;
+    if pointwise && groups == 1 && n > 1 && plane_out < MIN_COLS {
+        let out = pointwise_gathered(input, weights, bias, activation, [n, cin, cout, plane_out]);
+        return Some(flex_tensor(out, [n, cout, ho, wo]));
+    }
     // Bands of at least MIN_COLS pixels: a thinner gemm spends more on packing than on work.
     let band = (TILE_FLOATS / k.max(cout_g))
         .max(MIN_COLS)
@@ -889,17 +915,30 @@ fn gemm_conv(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
                     (x_group[p0..].as_ptr(), plane_in)
                 } else {
                     col.resize(k * cols, 0.0);
-                    im2col(
-                        x_group,
-                        col,
-                        [height, width],
-                        [kh, kw],
-                        [sh, sw],
-                        [dh, dw],
-                        [top, left],
-                        wo,
-                        rows.clone(),
-                    );
+                    if sw == 2 && dw == 1 {
+                        simd::run(Im2colStride2 {
+                            input: x_group,
+                            col,
+                            size: [height, width],
+                            kernel: [kh, kw],
+                            row_step: [sh, dh],
+                            pad: [top, left],
+                            wo,
+                            rows: rows.clone(),
+                        });
+                    } else {
+                        im2col(
+                            x_group,
+                            col,
+                            [height, width],
+                            [kh, kw],
+                            [sh, sw],
+                            [dh, dw],
+                            [top, left],
+                            wo,
+                            rows.clone(),
+                        );
+                    }
                     (col.as_ptr(), cols)
                 };
                 let first_out = (image * cout + g * cout_g) * plane_out + p0;
@@ -952,6 +991,143 @@ fn gemm_conv(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
     // the gemm wrote each of them.
     unsafe { out.set_len(len) };
     Some(flex_tensor(out, [n, cout, ho, wo]))
+}
+
+/// A pointwise convolution of planes smaller than a band (EfficientNet's 7x7 stage): one gemm
+/// per image would be thinner than [`MIN_COLS`], repack the whole weight matrix (up to 1.6 MB)
+/// for every image, and leave a core idle when the images do not divide evenly. Instead the
+/// planes of all images are laid side by side, `[cin, n × plane]`, the gemm's columns are split
+/// evenly over the cores, and the product is scattered back to NCHW with bias and activation.
+fn pointwise_gathered(
+    input: &[f32],
+    weights: &[f32],
+    bias: Option<&[f32]>,
+    activation: Activation,
+    [n, cin, cout, plane]: [usize; 4],
+) -> Vec<f32> {
+    let total = n * plane;
+    let mut gathered = vec![0.0f32; cin * total];
+    gathered
+        .par_chunks_mut(total)
+        .enumerate()
+        .for_each(|(ci, row)| {
+            for (image, dst) in row.chunks_exact_mut(plane).enumerate() {
+                dst.copy_from_slice(&input[(image * cin + ci) * plane..][..plane]);
+            }
+        });
+    let mut product = vec![0.0f32; cout * total];
+    let jobs = (total / MIN_COLS).clamp(1, rayon::current_num_threads());
+    let per_job = total.div_ceil(jobs);
+    let shared = SharedOut(product.as_mut_ptr());
+    (0..jobs).into_par_iter().for_each(|job| {
+        let first = job * per_job;
+        let cols = per_job.min(total.saturating_sub(first));
+        if cols == 0 {
+            return;
+        }
+        // SAFETY: lhs is the [cout, cin] weights, rhs columns first.. of the [cin, total]
+        // block, dst the same columns of the [cout, total] product: every job writes its own
+        // columns, all inside the buffers, which outlive the loop.
+        unsafe {
+            gemm::gemm(
+                cout,
+                cols,
+                cin,
+                shared.at(first),
+                1,
+                total as isize,
+                false,
+                weights.as_ptr(),
+                1,
+                cin as isize,
+                gathered[first..].as_ptr(),
+                1,
+                total as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
+    // SAFETY: every image's channels are written below, from the product's rows.
+    unsafe {
+        written(n * cout * plane, |out| {
+            out.par_chunks_mut(cout * plane)
+                .enumerate()
+                .for_each(|(image, out)| {
+                    for (co, dst) in out.chunks_exact_mut(plane).enumerate() {
+                        let values = dst
+                            .write_copy_of_slice(&product[co * total + image * plane..][..plane]);
+                        simd::run(BiasActivation {
+                            values,
+                            bias: bias.map(|b| b[co]),
+                            activation,
+                        });
+                    }
+                })
+        })
+    }
+}
+
+/// [`im2col`] for a horizontal stride of 2 without dilation (GoogLeNet's 7x7 and Lite0's 3x3
+/// stems): each input row under the band is padded, split into its even and odd columns a
+/// vector at a time, and every kernel column `kx` then copies a contiguous run of one of them,
+/// instead of gathering every other value.
+struct Im2colStride2<'a> {
+    input: &'a [f32],
+    col: &'a mut [f32],
+    size: [usize; 2],
+    kernel: [usize; 2],
+    /// Vertical stride and dilation.
+    row_step: [usize; 2],
+    /// Top and left padding.
+    pad: [usize; 2],
+    wo: usize,
+    rows: std::ops::Range<usize>,
+}
+
+impl simd::Kernel for Im2colStride2<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: simd::Vector>(self) {
+        let ([height, width], [kh, kw]) = (self.size, self.kernel);
+        let ([sh, dh], [top, left], wo) = (self.row_step, self.pad, self.wo);
+        let cols = self.rows.len() * wo;
+        // Output column ox at kernel column kx reads padded column 2 ox + kx: phase kx % 2 at
+        // ox + kx / 2.
+        let half = wo + kw / 2;
+        let mut padded = vec![0.0f32; 2 * half.next_multiple_of(V::LANES) + 2 * half];
+        let (padded, phases) = padded.split_at_mut(2 * half.next_multiple_of(V::LANES));
+        let (even, odd) = phases.split_at_mut(half);
+        // Written at the same place for every row: the padding around it stays zero.
+        let copied = width.min((2 * half).saturating_sub(left));
+        for ci in 0..self.input.len() / (height * width) {
+            let plane = &self.input[ci * height * width..][..height * width];
+            for ky in 0..kh {
+                let first = (ci * kh + ky) * kw;
+                for (i, oy) in self.rows.clone().enumerate() {
+                    let y = (oy * sh + ky * dh).checked_sub(top).filter(|&y| y < height);
+                    let Some(y) = y else {
+                        for kx in 0..kw {
+                            self.col[(first + kx) * cols + i * wo..][..wo].fill(0.0);
+                        }
+                        continue;
+                    };
+                    padded[left..left + copied].copy_from_slice(&plane[y * width..][..copied]);
+                    deinterleave_row::<V>(padded, even, odd, half);
+                    for kx in 0..kw {
+                        let phase = if kx % 2 == 0 { &*even } else { &*odd };
+                        self.col[(first + kx) * cols + i * wo..][..wo]
+                            .copy_from_slice(&phase[kx / 2..kx / 2 + wo]);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Writes the im2col block of output rows `rows` of one group: row `(ci, ky, kx)` of `col`

@@ -286,6 +286,23 @@ mod x86 {
     }
 }
 
+/// Asks for the cache line holding `values[0]` to be brought into cache, without waiting for
+/// it (nothing where the target has no such hint, or for an empty slice).
+#[inline(always)]
+pub fn prefetch(values: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(v) = values.first() {
+        // SAFETY: a prefetch is only a hint: it never faults, and the address is valid anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                (v as *const f32).cast::<i8>(),
+            )
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = values;
+}
+
 /// A piece of work with one body for every instruction set. `run` must be
 /// `#[inline(always)]`, and so must every function it calls in its hot loops, so that the
 /// whole body is compiled into each copy with that copy's instructions.

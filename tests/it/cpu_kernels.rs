@@ -255,6 +255,26 @@ fn check_gemm() {
             [1, 3, 6, 7],
         ),
         (
+            "3x3 stride 2, padding only after (Lite0's stem)",
+            conv([3, 8], [3, 3], 2, [0, 0, 1, 1], 1, 1, true),
+            [2, 3, 37, 41],
+        ),
+        (
+            "3x3 stride 2 dilation 2",
+            conv([2, 3], [3, 3], 2, [2; 4], 2, 1, true),
+            [1, 2, 15, 16],
+        ),
+        (
+            "1x1 on 7x7 planes of 5 images: all images in one gemm",
+            conv([48, 40], [1, 1], 1, [0; 4], 1, 1, true),
+            [5, 48, 7, 7],
+        ),
+        (
+            "1x1 on 3x3 planes without bias",
+            conv([24, 12], [1, 1], 1, [0; 4], 1, 1, false),
+            [3, 24, 3, 3],
+        ),
+        (
             "3x3 over 64 channels: many bands of rows",
             conv([64, 8], [3, 3], 1, [1; 4], 1, 1, true),
             [2, 64, 40, 40],
