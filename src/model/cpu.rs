@@ -498,32 +498,52 @@ impl Phases {
             let lanes = V::LANES;
             padded.clear();
             padded.resize(2 * wq.next_multiple_of(lanes), pad);
-            for (y, row) in input.chunks_exact(width).enumerate() {
-                let (py, i) = ((y + top) % sh, (y + top) / sh);
+            let (mut py, mut i) = (top % sh, top / sh);
+            for row in input.chunks_exact(width) {
                 let copied = width.min(2 * wq - left);
-                padded[left..left + copied].copy_from_slice(&row[..copied]);
+                simd::copy::<V>(&row[..copied], &mut padded[left..left + copied]);
                 let at = (py * 2 * hq + i) * wq;
                 let (even, odd) = phases[at..].split_at_mut(hq * wq);
                 deinterleave_row::<V>(padded, even, odd, wq);
+                (py, i) = if py + 1 == sh {
+                    (0, i + 1)
+                } else {
+                    (py + 1, i)
+                };
             }
             return;
         }
-        for (y, row) in input.chunks_exact(width).enumerate() {
-            let (py, i) = ((y + top) % sh, (y + top) / sh);
+        // Input row y is padded row y + top: phase row (y + top) / sh of phase (y + top) % sh,
+        // counted up without dividing for every row.
+        let (mut py, mut i) = (top % sh, top / sh);
+        if sw == 1 {
+            let copied = width.min(wq - left);
+            for row in input.chunks_exact(width) {
+                let at = (py * hq + i) * wq + left;
+                simd::copy::<V>(&row[..copied], &mut phases[at..at + copied]);
+                (py, i) = if py + 1 == sh {
+                    (0, i + 1)
+                } else {
+                    (py + 1, i)
+                };
+            }
+            return;
+        }
+        for row in input.chunks_exact(width) {
             for px in 0..sw {
                 // Phase columns j whose input column j * sw + px - left lies inside the row.
                 let lo = left.saturating_sub(px).div_ceil(sw);
                 let hi = (width + left).saturating_sub(px).div_ceil(sw).clamp(lo, wq);
                 let at = ((py * sw + px) * hq + i) * wq;
-                let dst = &mut phases[at + lo..at + hi];
-                if sw == 1 {
-                    dst.copy_from_slice(&row[lo - left..hi - left]);
-                } else {
-                    for (j, d) in (lo..hi).zip(dst) {
-                        *d = row[j * sw + px - left];
-                    }
+                for (j, d) in (lo..hi).zip(&mut phases[at + lo..at + hi]) {
+                    *d = row[j * sw + px - left];
                 }
             }
+            (py, i) = if py + 1 == sh {
+                (0, i + 1)
+            } else {
+                (py + 1, i)
+            };
         }
     }
 }
@@ -536,16 +556,12 @@ fn deinterleave_row<V: simd::Vector>(padded: &[f32], even: &mut [f32], odd: &mut
     let lanes = V::LANES;
     for j in (0..n).step_by(lanes) {
         let (e, o) = V::deinterleave(V::load(&padded[2 * j..]), V::load(&padded[2 * j + lanes..]));
-        if j + lanes <= n {
-            e.store(&mut even[j..]);
-            o.store(&mut odd[j..]);
-        } else {
-            let mut tail = [0.0f32; 2 * MAX_LANES];
-            e.store(&mut tail);
-            o.store(&mut tail[MAX_LANES..]);
-            let rest = n - j;
-            even[j..n].copy_from_slice(&tail[..rest]);
-            odd[j..n].copy_from_slice(&tail[MAX_LANES..MAX_LANES + rest]);
+        let (even, odd) = (&mut even[j..n], &mut odd[j..n]);
+        let count = (n - j).min(lanes);
+        // SAFETY: even and odd hold at least `count` floats from here.
+        unsafe {
+            e.store_first(even.as_mut_ptr(), count);
+            o.store_first(odd.as_mut_ptr(), count);
         }
     }
 }
@@ -645,13 +661,16 @@ impl<'a> PhasePlanes<'a> {
         let vectors = g.len.div_ceil(V::LANES);
         // The next plane is asked for from memory a little after each pass, so that it is in
         // cache when split: planes are read once, too briefly for the hardware to prefetch them.
-        let passes = vectors.div_ceil(PASS_VECTORS);
-        let lines = next.len().div_ceil(16);
+        let lines_per_pass = next
+            .len()
+            .div_ceil(16)
+            .div_ceil(vectors.div_ceil(PASS_VECTORS));
         let mut done = 0;
+        let mut line = 0;
         while done < vectors {
-            let pass_index = done / PASS_VECTORS;
-            for line in pass_index * lines / passes..(pass_index + 1) * lines / passes {
-                simd::prefetch(&next[line * 16..]);
+            for _ in 0..lines_per_pass {
+                simd::prefetch(next.get(line * 16..).unwrap_or(&[]));
+                line += 1;
             }
             let step = (vectors - done).min(PASS_VECTORS);
             let pass = Pass {
@@ -677,7 +696,7 @@ impl<'a> PhasePlanes<'a> {
         }
         let wo = g.out_width;
         for (oy, row) in out.chunks_exact_mut(wo).enumerate() {
-            row.write_copy_of_slice(&self.flat[oy * g.wq..oy * g.wq + wo]);
+            simd::copy_uninit::<V>(&self.flat[oy * g.wq..oy * g.wq + wo], row);
         }
     }
 }
@@ -1117,12 +1136,17 @@ impl simd::Kernel for Im2colStride2<'_> {
                         }
                         continue;
                     };
-                    padded[left..left + copied].copy_from_slice(&plane[y * width..][..copied]);
+                    simd::copy::<V>(
+                        &plane[y * width..][..copied],
+                        &mut padded[left..left + copied],
+                    );
                     deinterleave_row::<V>(padded, even, odd, half);
                     for kx in 0..kw {
                         let phase = if kx % 2 == 0 { &*even } else { &*odd };
-                        self.col[(first + kx) * cols + i * wo..][..wo]
-                            .copy_from_slice(&phase[kx / 2..kx / 2 + wo]);
+                        simd::copy::<V>(
+                            &phase[kx / 2..kx / 2 + wo],
+                            &mut self.col[(first + kx) * cols + i * wo..][..wo],
+                        );
                     }
                 }
             }

@@ -75,6 +75,14 @@ pub trait Vector: Copy {
     fn load(values: &[f32]) -> Self;
     /// Writes the lanes to the start of `values` (which must hold that many; checked).
     fn store(self, values: &mut [f32]);
+    /// The first `min(values.len(), LANES)` floats of `values`, the other lanes zero; memory
+    /// past the slice is not touched.
+    fn load_partial(values: &[f32]) -> Self;
+    /// Writes the first `n` lanes (`n <= LANES`) to `dst .. dst + n`, and nothing else.
+    ///
+    /// # Safety
+    /// `dst .. dst + n` must be valid for writes.
+    unsafe fn store_first(self, dst: *mut f32, n: usize);
     /// `a * b + c`, fused where the instruction set can.
     fn mul_add(a: Self, b: Self, c: Self) -> Self;
     /// `a * b + c` on one float, rounded as [`Vector::mul_add`] rounds each lane.
@@ -107,6 +115,19 @@ impl Vector for Plain {
     #[inline(always)]
     fn store(self, values: &mut [f32]) {
         values[..4].copy_from_slice(&self.0);
+    }
+    #[inline(always)]
+    fn load_partial(values: &[f32]) -> Self {
+        Self(std::array::from_fn(|i| {
+            values.get(i).copied().unwrap_or(0.0)
+        }))
+    }
+    #[inline(always)]
+    unsafe fn store_first(self, dst: *mut f32, n: usize) {
+        for (i, v) in self.0.iter().take(n).enumerate() {
+            // SAFETY: the caller's contract, i < n.
+            unsafe { dst.add(i).write(*v) };
+        }
     }
     #[inline(always)]
     fn mul_add(a: Self, b: Self, c: Self) -> Self {
@@ -158,6 +179,18 @@ mod x86 {
     use super::Vector;
     use std::arch::x86_64::*;
 
+    /// A mask of the first `min(n, 8)` of 8 lanes, for AVX2's masked loads and stores.
+    #[inline(always)]
+    fn first_lanes(n: usize) -> __m256i {
+        // SAFETY: plain register arithmetic, inside the AVX2 copy only.
+        unsafe {
+            _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(n.min(8) as i32),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            )
+        }
+    }
+
     /// Eight floats in an AVX register.
     #[derive(Clone, Copy)]
     pub struct Avx2(__m256);
@@ -180,6 +213,21 @@ mod x86 {
         fn store(self, values: &mut [f32]) {
             assert!(values.len() >= 8);
             unsafe { _mm256_storeu_ps(values.as_mut_ptr(), self.0) }
+        }
+        #[inline(always)]
+        fn load_partial(values: &[f32]) -> Self {
+            // Masked-off lanes are not read (nor can they fault).
+            unsafe {
+                Self(_mm256_maskload_ps(
+                    values.as_ptr(),
+                    first_lanes(values.len()),
+                ))
+            }
+        }
+        #[inline(always)]
+        unsafe fn store_first(self, dst: *mut f32, n: usize) {
+            // SAFETY: the caller's contract; masked-off lanes are not written.
+            unsafe { _mm256_maskstore_ps(dst, first_lanes(n), self.0) }
         }
         #[inline(always)]
         fn mul_add(a: Self, b: Self, c: Self) -> Self {
@@ -244,6 +292,18 @@ mod x86 {
             unsafe { _mm512_storeu_ps(values.as_mut_ptr(), self.0) }
         }
         #[inline(always)]
+        fn load_partial(values: &[f32]) -> Self {
+            // Masked-off lanes are not read (nor can they fault).
+            let mask = (1u32 << values.len().min(16)).wrapping_sub(1) as __mmask16;
+            unsafe { Self(_mm512_maskz_loadu_ps(mask, values.as_ptr())) }
+        }
+        #[inline(always)]
+        unsafe fn store_first(self, dst: *mut f32, n: usize) {
+            let mask = (1u32 << n.min(16)).wrapping_sub(1) as __mmask16;
+            // SAFETY: the caller's contract; masked-off lanes are not written.
+            unsafe { _mm512_mask_storeu_ps(dst, mask, self.0) }
+        }
+        #[inline(always)]
         fn mul_add(a: Self, b: Self, c: Self) -> Self {
             Self(unsafe { _mm512_fmadd_ps(a.0, b.0, c.0) })
         }
@@ -283,6 +343,42 @@ mod x86 {
                 Self(_mm512_mask_mov_ps(max, nan, acc.0))
             }
         }
+    }
+}
+
+/// Copies `src` to `dst`, which must be as long, a vector at a time and the last one masked:
+/// the rows of small planes are a few vectors long, where a `memcpy` call costs more than the
+/// copy itself.
+#[inline(always)]
+pub fn copy<V: Vector>(src: &[f32], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len());
+    // SAFETY: dst holds src.len() floats.
+    unsafe { copy_to::<V>(src, dst.as_mut_ptr()) }
+}
+
+/// [`copy`] into memory not yet written.
+#[inline(always)]
+pub fn copy_uninit<V: Vector>(src: &[f32], dst: &mut [std::mem::MaybeUninit<f32>]) {
+    assert_eq!(src.len(), dst.len());
+    // SAFETY: dst holds src.len() floats (MaybeUninit<f32> has f32's layout).
+    unsafe { copy_to::<V>(src, dst.as_mut_ptr().cast::<f32>()) }
+}
+
+/// # Safety
+/// `dst .. dst + src.len()` must be valid for writes.
+#[inline(always)]
+unsafe fn copy_to<V: Vector>(src: &[f32], dst: *mut f32) {
+    let mut chunks = src.chunks_exact(V::LANES);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        // SAFETY: at + LANES <= src.len(): inside dst by the caller's contract.
+        unsafe { V::load(chunk).store_first(dst.add(at), V::LANES) };
+        at += V::LANES;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        // SAFETY: as above, for the last rest.len() floats.
+        unsafe { V::load_partial(rest).store_first(dst.add(at), rest.len()) };
     }
 }
 
