@@ -254,11 +254,19 @@ fn prepare(
     if synthetic {
         synthesise_weights(id, &mut proto)?;
     }
+    let ident = id.replace('-', "_");
+    if synthetic {
+        // The synthetic graph before any rewrite: tests/data/make_parity.py checks the
+        // prepared graph against it, as it checks a real model against its original file.
+        let original = prepared_dir.join(format!("{ident}.original.onnx"));
+        let out = proto.write_to_bytes().map_err(|e| e.to_string())?;
+        fs::write(&original, out).map_err(|e| format!("{}: {e}", original.display()))?;
+    }
     fold_batch_norms(&mut proto).map_err(|e| format!("{}: {e}", source_path.display()))?;
     let classes = batch_and_check(&mut proto, &desc)
         .map_err(|e| format!("{}: {e}", source_path.display()))?;
+    simplify(&mut proto).map_err(|e| format!("{}: {e}", source_path.display()))?;
 
-    let ident = id.replace('-', "_");
     let onnx_used = prepared_dir.join(format!("{ident}.onnx"));
     let out = proto.write_to_bytes().map_err(|e| e.to_string())?;
     fs::write(&onnx_used, out).map_err(|e| format!("{}: {e}", onnx_used.display()))?;
@@ -498,6 +506,236 @@ fn fold_batch_norms(proto: &mut ModelProto) -> Result<usize, String> {
     // The BatchNorm parameters and replaced biases are read by nothing any more.
     drop_unread_initializers(graph);
     Ok(folded)
+}
+
+/// Inference-time simplifications, each exact: `Identity` and `Dropout` nodes are bypassed
+/// (at inference both pass their input through; burn would still run them), `Constant` nodes
+/// become initializers, and nodes whose inputs are all initializers are computed here when
+/// they only reshape (`Reshape`, `Flatten`, `Squeeze`, `Unsqueeze`) or do float arithmetic
+/// (`Add`, `Sub`, `Mul`, `Div` on equal shapes or with a scalar). The zoo GoogLeNet, for one,
+/// reshapes its classifier's weights from `[1, 1, 1000, 1024]` on every forward pass.
+/// Returns the number of nodes removed.
+fn simplify(proto: &mut ModelProto) -> Result<usize, String> {
+    let graph = proto.graph.as_mut().ok_or("no graph")?;
+    let outputs: HashSet<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+    let before = graph.node.len();
+    // Pass-through nodes: their consumers read the input instead.
+    let mut i = 0;
+    while i < graph.node.len() {
+        let node = &graph.node[i];
+        let passes_through =
+            match node.op_type.as_str() {
+                "Identity" => node.input.len() == 1,
+                // Inputs 2 and 3 (ratio, training_mode) may only be absent: a graph that trains
+                // at inference is left alone. The mask output must be unread.
+                "Dropout" => {
+                    node.input.iter().skip(1).all(|n| n.is_empty())
+                        && node.output.iter().skip(1).all(|o| {
+                            o.is_empty() || !graph.node.iter().any(|n| n.input.contains(o))
+                        })
+                }
+                _ => false,
+            };
+        if !passes_through || node.output.is_empty() || outputs.contains(&node.output[0]) {
+            i += 1;
+            continue;
+        }
+        let (from, to) = (node.output[0].clone(), node.input[0].clone());
+        graph.node.remove(i);
+        for input in graph.node.iter_mut().flat_map(|n| n.input.iter_mut()) {
+            if *input == from {
+                input.clone_from(&to);
+            }
+        }
+    }
+    // Constants as initializers.
+    let mut i = 0;
+    while i < graph.node.len() {
+        let node = &graph.node[i];
+        let value = node
+            .attribute
+            .iter()
+            .find(|a| a.name == "value")
+            .and_then(|a| a.t.as_ref());
+        match value {
+            Some(t) if node.op_type == "Constant" && node.output.len() == 1 => {
+                let mut t = t.clone();
+                t.name = node.output[0].clone();
+                graph.initializer.push(t);
+                graph.node.remove(i);
+            }
+            _ => i += 1,
+        }
+    }
+    // Nodes of initializers only, computed here.
+    let mut i = 0;
+    while i < graph.node.len() {
+        let node = &graph.node[i];
+        let inputs: Option<Vec<TensorProto>> = node
+            .input
+            .iter()
+            .map(|n| graph.initializer.iter().find(|t| &t.name == n).cloned())
+            .collect();
+        let folded = match inputs {
+            Some(inputs) if node.output.len() == 1 && !outputs.contains(&node.output[0]) => {
+                fold_constant(&node.op_type, &node.attribute, &inputs)
+            }
+            _ => None,
+        };
+        match folded {
+            Some(mut t) => {
+                t.name = node.output[0].clone();
+                graph.initializer.retain(|old| old.name != t.name);
+                graph.initializer.push(t);
+                graph.node.remove(i);
+            }
+            None => i += 1,
+        }
+    }
+    drop_unread_initializers(graph);
+    Ok(before - graph.node.len())
+}
+
+/// `op` computed on initializers, where [`simplify`] knows how; `None` otherwise.
+fn fold_constant(
+    op: &str,
+    attributes: &[onnx_ir::AttributeProto],
+    inputs: &[TensorProto],
+) -> Option<TensorProto> {
+    let attribute = |name: &str| attributes.iter().find(|a| a.name == name);
+    let data = inputs.first()?;
+    let dims = &data.dims;
+    let reshaped = |new_dims: Vec<i64>| {
+        let mut t = data.clone();
+        t.dims = new_dims;
+        t
+    };
+    match op {
+        "Reshape" if inputs.len() == 2 && attribute("allowzero").is_none_or(|a| a.i == 0) => {
+            let mut shape = int64_values(&inputs[1]);
+            for (k, d) in shape.iter_mut().enumerate() {
+                if *d == 0 {
+                    *d = *dims.get(k)?;
+                }
+            }
+            let known: i64 = shape.iter().filter(|&&d| d != -1).product();
+            let total: i64 = dims.iter().product();
+            match shape.iter().filter(|&&d| d == -1).count() {
+                0 if known == total => {}
+                1 if known > 0 && total % known == 0 => {
+                    for d in shape.iter_mut().filter(|d| **d == -1) {
+                        *d = total / known;
+                    }
+                }
+                _ => return None,
+            }
+            Some(reshaped(shape))
+        }
+        "Flatten" if inputs.len() == 1 => {
+            let rank = dims.len() as i64;
+            let axis = attribute("axis").map_or(1, |a| a.i);
+            let axis = if axis < 0 { axis + rank } else { axis };
+            if !(0..=rank).contains(&axis) {
+                return None;
+            }
+            let (outer, inner) = dims.split_at(axis as usize);
+            Some(reshaped(vec![
+                outer.iter().product(),
+                inner.iter().product(),
+            ]))
+        }
+        "Squeeze" | "Unsqueeze" => {
+            // Axes from the second input (opset 13) or the attribute (before).
+            let axes = match (inputs.get(1), attribute("axes")) {
+                (Some(axes), _) => int64_values(axes),
+                (None, Some(a)) => a.ints.clone(),
+                (None, None) => return None,
+            };
+            let rank = dims.len() as i64
+                + if op == "Unsqueeze" {
+                    axes.len() as i64
+                } else {
+                    0
+                };
+            let mut axes: Vec<i64> = axes
+                .iter()
+                .map(|&a| if a < 0 { a + rank } else { a })
+                .collect();
+            axes.sort_unstable();
+            if axes.iter().any(|&a| a < 0 || a >= rank) || axes.windows(2).any(|w| w[0] == w[1]) {
+                return None;
+            }
+            if op == "Squeeze" {
+                if axes.iter().any(|&a| dims[a as usize] != 1) {
+                    return None;
+                }
+                Some(reshaped(
+                    (0..dims.len() as i64)
+                        .filter(|k| !axes.contains(k))
+                        .map(|k| dims[k as usize])
+                        .collect(),
+                ))
+            } else {
+                let mut new_dims = dims.clone();
+                for &a in &axes {
+                    new_dims.insert(a as usize, 1);
+                }
+                Some(reshaped(new_dims))
+            }
+        }
+        "Add" | "Sub" | "Mul" | "Div" if inputs.len() == 2 => {
+            let floats = |t: &TensorProto| -> Option<Vec<f32>> {
+                (t.data_type == 1).then(|| {
+                    if !t.float_data.is_empty() {
+                        t.float_data.clone()
+                    } else {
+                        t.raw_data
+                            .chunks_exact(4)
+                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                            .collect()
+                    }
+                })
+            };
+            let (a, b) = (floats(&inputs[0])?, floats(&inputs[1])?);
+            if a.len() != b.len() && a.len() != 1 && b.len() != 1 {
+                return None;
+            }
+            let scalar =
+                |t: &TensorProto, v: &[f32]| v.len() == 1 && t.dims.iter().all(|&d| d == 1);
+            let out_dims = if inputs[0].dims == inputs[1].dims
+                || (scalar(&inputs[1], &b) && inputs[1].dims.len() <= inputs[0].dims.len())
+            {
+                inputs[0].dims.clone()
+            } else if scalar(&inputs[0], &a) && inputs[0].dims.len() <= inputs[1].dims.len() {
+                inputs[1].dims.clone()
+            } else {
+                return None;
+            };
+            let n = a.len().max(b.len());
+            let at = |v: &[f32], k: usize| if v.len() == 1 { v[0] } else { v[k] };
+            let values: Vec<f32> = (0..n)
+                .map(|k| {
+                    let (x, y) = (at(&a, k), at(&b, k));
+                    match op {
+                        "Add" => x + y,
+                        "Sub" => x - y,
+                        "Mul" => x * y,
+                        _ => x / y,
+                    }
+                })
+                .collect();
+            let mut t = TensorProto::new();
+            t.dims = out_dims;
+            t.data_type = 1;
+            t.raw_data = values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into();
+            Some(t)
+        }
+        _ => None,
+    }
 }
 
 /// Removes the initializers no node reads, and their entries among the graph inputs (old-IR

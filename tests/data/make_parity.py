@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Parity fixtures: onnxruntime's outputs for every built-in model on a deterministic input.
 
-Runs onnxruntime on each real model's original ONNX file (so the build's rewrites, batch and
-BatchNorm folding, are checked too), and for synthetic models on the graph build.rs prepared
-(`OUT_DIR/prepared/<model>.onnx`, with the build's synthetic weights). The input is a hashed pixel pattern that the Rust test rebuilds exactly, pushed
+Runs onnxruntime on each model's original graph, so that the build's rewrites (batch, BatchNorm
+folding, the removal of Dropout and Identity, constant folding) are checked too: a real model's
+original ONNX file, or for a synthetic model the skeleton with the build's synthetic weights
+before any rewrite (`OUT_DIR/prepared/<model>.original.onnx`). The input is a hashed pixel pattern that the Rust test rebuilds exactly, pushed
 through each model's own preprocessing in float32 (as `glassbox::view::to_input` does).
 
     python3 tests/data/make_parity.py [--prepared target/release/build/glassbox-*/out/prepared]
@@ -66,9 +67,13 @@ def main():
         width, height = pre["size"]
         original = os.path.join(os.path.dirname(desc_path), desc["file"])
         synthetic = not os.path.exists(original)
-        # A real model is checked against its ORIGINAL file, so the build's rewrites (batch,
-        # BatchNorm folding) are covered too; a synthetic one exists only as the prepared graph.
-        graph = os.path.join(prepared, model_id.replace("-", "_") + ".onnx") if synthetic else original
+        # Every model is checked against its ORIGINAL graph, so the build's rewrites are covered
+        # too; a synthetic one's is the skeleton with the build's weights, saved before them.
+        ident = model_id.replace("-", "_")
+        graph = os.path.join(prepared, ident + ".original.onnx") if synthetic else original
+        if synthetic and not os.path.exists(graph):
+            # Test models (tests/models) are built from their graph as it is.
+            graph = os.path.join(prepared, ident + ".onnx")
         session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         # One sample at a time: an original zoo graph only takes batch 1.

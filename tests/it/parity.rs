@@ -128,6 +128,11 @@ fn alexnet_tv_matches_onnxruntime() {
 }
 
 #[test]
+fn a_graph_computing_its_own_weights_matches_onnxruntime_once_folded() {
+    check("folded-constants");
+}
+
+#[test]
 fn every_model_has_a_fixture() {
     let fx = fixtures();
     for info in ModelInfo::all() {
@@ -136,5 +141,71 @@ fn every_model_has_a_fixture() {
             "no parity fixture for {}",
             info.id()
         );
+    }
+}
+
+/// How many nodes of ONNX operator `op` the graph `bytes` holds: a node's `op_type` is protobuf
+/// field 4, a length-delimited string (tag byte 0x22), so each is the bytes `0x22, len, op`.
+fn nodes_of(bytes: &[u8], op: &str) -> usize {
+    let mut needle = vec![0x22, op.len() as u8];
+    needle.extend_from_slice(op.as_bytes());
+    bytes.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+#[test]
+fn the_build_drops_dropout_and_folds_constant_reshapes() {
+    // The graphs build.rs prepared and burn imported (the parity tests above check that they
+    // still compute what the original graphs do).
+    let prepared = std::path::Path::new(env!("OUT_DIR")).join("prepared");
+    let read = |name: &str| std::fs::read(prepared.join(name)).expect("prepared graph");
+    for info in ModelInfo::all() {
+        let graph = read(&format!("{}.onnx", info.id().replace('-', "_")));
+        assert_eq!(
+            nodes_of(&graph, "Dropout"),
+            0,
+            "{}: Dropout left",
+            info.id()
+        );
+        assert_eq!(
+            nodes_of(&graph, "Identity"),
+            0,
+            "{}: Identity left",
+            info.id()
+        );
+        assert_eq!(nodes_of(&graph, "BatchNormalization"), 0, "{}", info.id());
+    }
+    // Everything the test model computes from constants is folded (see make_folded_constants.py).
+    let folded = read("folded_constants.onnx");
+    for op in [
+        "Constant",
+        "Mul",
+        "Reshape",
+        "Unsqueeze",
+        "Squeeze",
+        "Sub",
+        "Div",
+        "Add",
+    ] {
+        assert_eq!(nodes_of(&folded, op), 0, "folded-constants: {op} left");
+    }
+    assert_eq!(nodes_of(&folded, "Gemm"), 1);
+    // The zoo GoogLeNet reshapes its classifier weights [1, 1, 1000, 1024] on every pass, and
+    // its activations once; only the latter is left.
+    assert_eq!(nodes_of(&read("googlenet.onnx"), "Reshape"), 1);
+    // The originals had both, and Dropouts: the counts are of real nodes, not stray bytes. (The
+    // build saves an original only for synthetic weights, as in CI; a real one is the zoo file.)
+    let synthetic = |id: &str| ModelInfo::find(id).expect("built-in").synthetic();
+    if synthetic("googlenet") {
+        let original = read("googlenet.original.onnx");
+        assert_eq!(
+            (
+                nodes_of(&original, "Reshape"),
+                nodes_of(&original, "Dropout")
+            ),
+            (2, 1)
+        );
+    }
+    if synthetic("alexnet") {
+        assert_eq!(nodes_of(&read("alexnet.original.onnx"), "Dropout"), 2);
     }
 }
