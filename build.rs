@@ -262,10 +262,12 @@ fn prepare(
         let out = proto.write_to_bytes().map_err(|e| e.to_string())?;
         fs::write(&original, out).map_err(|e| format!("{}: {e}", original.display()))?;
     }
+    // Constants folded first, so that weights computed from constants are initializers
+    // BatchNorm folding can rewrite.
+    simplify(&mut proto).map_err(|e| format!("{}: {e}", source_path.display()))?;
     fold_batch_norms(&mut proto).map_err(|e| format!("{}: {e}", source_path.display()))?;
     let classes = batch_and_check(&mut proto, &desc)
         .map_err(|e| format!("{}: {e}", source_path.display()))?;
-    simplify(&mut proto).map_err(|e| format!("{}: {e}", source_path.display()))?;
 
     let onnx_used = prepared_dir.join(format!("{ident}.onnx"));
     let out = proto.write_to_bytes().map_err(|e| e.to_string())?;
@@ -389,8 +391,9 @@ fn synthesise_weights(model_id: &str, proto: &mut ModelProto) -> Result<(), Stri
     Ok(())
 }
 
-/// Folds every inference BatchNormalization that directly follows a Conv (and is that Conv's
-/// only consumer) into the Conv's weights and bias: `W' = W·s`, `b' = (b − mean)·s + β` with
+/// Folds every inference BatchNormalization that directly follows a Gemm (see
+/// [`fold_into_gemm`]) or a Conv (and is that Conv's only consumer) into the Conv's weights and
+/// bias: `W' = W·s`, `b' = (b − mean)·s + β` with
 /// `s = γ / sqrt(var + ε)` per output channel. burn runs each BatchNorm as four full-tensor
 /// passes; folded, it costs nothing. Returns the number folded.
 fn fold_batch_norms(proto: &mut ModelProto) -> Result<usize, String> {
@@ -402,26 +405,25 @@ fn fold_batch_norms(proto: &mut ModelProto) -> Result<usize, String> {
             *uses.entry(input.clone()).or_default() += 1;
         }
     }
-    let float_init = |graph: &onnx_ir::GraphProto, name: &str| -> Option<Vec<f32>> {
-        let t = graph
-            .initializer
-            .iter()
-            .find(|t| t.name == name && t.data_type == 1)?;
-        Some(if !t.float_data.is_empty() {
-            t.float_data.clone()
-        } else {
-            t.raw_data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        })
-    };
+    let float_init = float_initializer;
     let mut folded = 0;
     let mut i = 0;
     while i < graph.node.len() {
         let bn = &graph.node[i];
         if bn.op_type != "BatchNormalization" || bn.input.len() != 5 || bn.output.len() != 1 {
             i += 1;
+            continue;
+        }
+        if let Some(gemm_at) = graph
+            .node
+            .iter()
+            .position(|n| n.op_type == "Gemm" && n.output.first() == Some(&bn.input[0]))
+        {
+            if fold_into_gemm(graph, i, gemm_at, &uses, &outputs) {
+                folded += 1;
+            } else {
+                i += 1;
+            }
             continue;
         }
         let Some(conv_at) = graph
@@ -511,7 +513,7 @@ fn fold_batch_norms(proto: &mut ModelProto) -> Result<usize, String> {
 /// Inference-time simplifications, each exact: `Identity` and `Dropout` nodes are bypassed
 /// (at inference both pass their input through; burn would still run them), `Constant` nodes
 /// become initializers, and nodes whose inputs are all initializers are computed here when
-/// they only reshape (`Reshape`, `Flatten`, `Squeeze`, `Unsqueeze`) or do float arithmetic
+/// they only reshape (`Reshape`, `Flatten`, `Squeeze`, `Unsqueeze`, `Transpose`) or do float arithmetic
 /// (`Add`, `Sub`, `Mul`, `Div` on equal shapes or with a scalar). The zoo GoogLeNet, for one,
 /// reshapes its classifier's weights from `[1, 1, 1000, 1024]` on every forward pass.
 /// Returns the number of nodes removed.
@@ -683,6 +685,58 @@ fn fold_constant(
                 Some(reshaped(new_dims))
             }
         }
+        "Transpose" if inputs.len() == 1 && data.data_type == 1 => {
+            let rank = dims.len();
+            let perm: Vec<usize> = match attribute("perm") {
+                Some(a) => a.ints.iter().map(|&p| p as usize).collect(),
+                None => (0..rank).rev().collect(),
+            };
+            let mut seen = vec![false; rank];
+            if perm.len() != rank
+                || perm
+                    .iter()
+                    .any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+            {
+                return None;
+            }
+            let values = float_values(data);
+            let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+            if values.len() != shape.iter().product::<usize>() {
+                return None;
+            }
+            // Row-major strides of the input, read in the output's order.
+            let mut strides = vec![1usize; rank];
+            for k in (0..rank.saturating_sub(1)).rev() {
+                strides[k] = strides[k + 1] * shape[k + 1];
+            }
+            let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+            let mut index = vec![0usize; rank];
+            let mut out = Vec::with_capacity(values.len());
+            for _ in 0..values.len() {
+                out.push(
+                    values[(0..rank)
+                        .map(|k| index[k] * strides[perm[k]])
+                        .sum::<usize>()],
+                );
+                // The next output index, last axis fastest.
+                for k in (0..rank).rev() {
+                    index[k] += 1;
+                    if index[k] < out_shape[k] {
+                        break;
+                    }
+                    index[k] = 0;
+                }
+            }
+            let mut t = TensorProto::new();
+            t.dims = out_shape.iter().map(|&d| d as i64).collect();
+            t.data_type = 1;
+            t.raw_data = out
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into();
+            Some(t)
+        }
         "Add" | "Sub" | "Mul" | "Div" if inputs.len() == 2 => {
             let floats = |t: &TensorProto| -> Option<Vec<f32>> {
                 (t.data_type == 1).then(|| {
@@ -736,6 +790,144 @@ fn fold_constant(
         }
         _ => None,
     }
+}
+
+/// The values of an f32 tensor.
+fn float_values(t: &TensorProto) -> Vec<f32> {
+    if !t.float_data.is_empty() {
+        t.float_data.clone()
+    } else {
+        t.raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+}
+
+/// The f32 values of initializer `name`, if it is one.
+fn float_initializer(graph: &onnx_ir::GraphProto, name: &str) -> Option<Vec<f32>> {
+    let t = graph
+        .initializer
+        .iter()
+        .find(|t| t.name == name && t.data_type == 1)?;
+    Some(if !t.float_data.is_empty() {
+        t.float_data.clone()
+    } else {
+        t.raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    })
+}
+
+/// Folds the BatchNormalization at `bn_at` into the Gemm at `gemm_at` that feeds it, when the
+/// Gemm's output, weights and bias are read by nothing else: `Y = α·A·B + β·C` normalised per
+/// output column `j` is `α·A·(B·s) + ((β·C − mean)·s + bn_β)` with `s_j = γ_j / sqrt(var_j + ε)`,
+/// so B's column `j` (its row with `transB`) is scaled and the bias replaced. Returns whether
+/// it folded (the BatchNorm node is then removed).
+fn fold_into_gemm(
+    graph: &mut onnx_ir::GraphProto,
+    bn_at: usize,
+    gemm_at: usize,
+    uses: &HashMap<String, usize>,
+    outputs: &HashSet<String>,
+) -> bool {
+    let (bn, gemm) = (&graph.node[bn_at], &graph.node[gemm_at]);
+    let float_attr = |name: &str, default: f32| {
+        gemm.attribute
+            .iter()
+            .find(|a| a.name == name)
+            .map_or(default, |a| a.f)
+    };
+    let trans_b = gemm
+        .attribute
+        .iter()
+        .any(|a| a.name == "transB" && a.i != 0);
+    let beta_gemm = float_attr("beta", 1.0) as f64;
+    let only_here = |name: &str| uses.get(name) == Some(&1) && !outputs.contains(name);
+    if gemm.input.len() < 2 || !only_here(&bn.input[0]) || !only_here(&gemm.input[1]) {
+        return false;
+    }
+    let Some(b_tensor) = graph.initializer.iter().find(|t| t.name == gemm.input[1]) else {
+        return false;
+    };
+    let params: Option<Vec<Vec<f32>>> = bn.input[1..5]
+        .iter()
+        .map(|n| float_initializer(graph, n))
+        .collect();
+    let (Some(params), Some(weight)) = (params, float_initializer(graph, &gemm.input[1])) else {
+        return false;
+    };
+    let m = params[0].len();
+    let dims = b_tensor.dims.clone();
+    let columns_of_b = if trans_b { dims.first() } else { dims.get(1) };
+    if dims.len() != 2 || columns_of_b != Some(&(m as i64)) || params.iter().any(|p| p.len() != m) {
+        return false;
+    }
+    // The bias: absent, a scalar, or one value per output column.
+    let bias_name = gemm.input.get(2).filter(|n| !n.is_empty()).cloned();
+    let old_bias: Vec<f64> = match &bias_name {
+        None => vec![0.0; m],
+        Some(name) => {
+            let Some(c) = float_initializer(graph, name).filter(|_| only_here(name)) else {
+                return false;
+            };
+            match c.len() {
+                1 => vec![c[0] as f64; m],
+                n if n == m => c.iter().map(|&v| v as f64).collect(),
+                _ => return false,
+            }
+        }
+    };
+    let eps = bn
+        .attribute
+        .iter()
+        .find(|a| a.name == "epsilon")
+        .map_or(1e-5, |a| a.f) as f64;
+    let (gamma, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
+    let scale: Vec<f64> = (0..m)
+        .map(|j| gamma[j] as f64 / (var[j] as f64 + eps).sqrt())
+        .collect();
+    let new_weight: Vec<f32> = weight
+        .iter()
+        .enumerate()
+        .map(|(k, w)| {
+            let j = if trans_b {
+                k / (weight.len() / m)
+            } else {
+                k % m
+            };
+            (*w as f64 * scale[j]) as f32
+        })
+        .collect();
+    let new_bias: Vec<f32> = (0..m)
+        .map(|j| ((beta_gemm * old_bias[j] - mean[j] as f64) * scale[j] + beta[j] as f64) as f32)
+        .collect();
+    let to_raw = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (weight_name, bn_out) = (gemm.input[1].clone(), bn.output[0].clone());
+    for t in graph
+        .initializer
+        .iter_mut()
+        .filter(|t| t.name == weight_name)
+    {
+        t.float_data.clear();
+        t.raw_data = to_raw(&new_weight).into();
+    }
+    let folded_bias = format!("{bn_out}__folded_bias");
+    let mut bias = TensorProto::new();
+    bias.name = folded_bias.clone();
+    bias.dims = vec![m as i64];
+    bias.data_type = 1;
+    bias.raw_data = to_raw(&new_bias).into();
+    graph.initializer.push(bias);
+    let gemm = &mut graph.node[gemm_at];
+    gemm.input.truncate(2);
+    gemm.input.push(folded_bias);
+    // The new bias already carries the old one's β.
+    gemm.attribute.retain(|a| a.name != "beta");
+    gemm.output[0] = bn_out;
+    graph.node.remove(bn_at);
+    true
 }
 
 /// Removes the initializers no node reads, and their entries among the graph inputs (old-IR

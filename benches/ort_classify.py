@@ -27,7 +27,7 @@ def main():
     ap.add_argument("--prepared", help="folder of build.rs's prepared graphs")
     args = ap.parse_args()
     prepared = args.prepared or max(
-        glob.glob(os.path.join(ROOT, "target", "release", "build", "glassbox-*", "out", "prepared")), key=os.path.getmtime
+        glob.glob(os.path.join(ROOT, "target", "release", "build", "glassbox-*", "out", "prepared")), key=lambda d: max((os.path.getmtime(os.path.join(d, f)) for f in os.listdir(d)), default=0)
     )
     print(f"onnxruntime {ort.__version__}, {os.cpu_count()} cores")
     for model in args.models.split(","):

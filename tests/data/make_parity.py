@@ -47,7 +47,7 @@ def newest_prepared():
     dirs = glob.glob(os.path.join(ROOT, "target", "release", "build", "glassbox-*", "out", "prepared"))
     if not dirs:
         raise SystemExit("no prepared graphs: run `cargo build --release` first or pass --prepared")
-    return max(dirs, key=os.path.getmtime)
+    return max(dirs, key=lambda d: max((os.path.getmtime(os.path.join(d, f)) for f in os.listdir(d)), default=0))
 
 
 def main():
