@@ -480,31 +480,19 @@ impl Phases {
     }
 
     /// Writes one input plane into the inner part of the phase planes `phases`, the part
-    /// that is not padding (which the caller fills with `pad` once for all planes); `padded` is
-    /// scratch for one padded row.
+    /// that is not padding (which the caller fills with `pad` once for all planes).
     #[inline(always)]
-    fn split<V: simd::Vector>(
-        &self,
-        input: &[f32],
-        phases: &mut [f32],
-        padded: &mut Vec<f32>,
-        pad: f32,
-    ) {
+    fn split<V: simd::Vector>(&self, input: &[f32], phases: &mut [f32], pad: f32) {
         let [sh, sw] = self.stride;
         let [top, left] = self.pad;
         let (hq, wq, width) = (self.hq, self.wq, self.width);
         if sw == 2 {
             // Each padded row, deinterleaved into its even and odd columns a vector at a time.
-            let lanes = V::LANES;
-            padded.clear();
-            padded.resize(2 * wq.next_multiple_of(lanes), pad);
             let (mut py, mut i) = (top % sh, top / sh);
             for row in input.chunks_exact(width) {
-                let copied = width.min(2 * wq - left);
-                simd::copy::<V>(&row[..copied], &mut padded[left..left + copied]);
                 let at = (py * 2 * hq + i) * wq;
                 let (even, odd) = phases[at..].split_at_mut(hq * wq);
-                deinterleave_row::<V>(padded, even, odd, wq);
+                deinterleave_row::<V>(row, left, pad, even, odd, wq);
                 (py, i) = if py + 1 == sh {
                     (0, i + 1)
                 } else {
@@ -548,14 +536,26 @@ impl Phases {
     }
 }
 
-/// Splits `padded` into its even columns `even[..n]` and its odd ones `odd[..n]`, a vector at a
-/// time; `padded` must hold `2 × n` values rounded up to whole vectors (those past `2 × n` are
-/// read and dropped).
+/// Splits the padded row (`left` values of `pad`, then `row`, then `pad` again) into its even
+/// columns `even[..n]` and its odd ones `odd[..n]`, a vector at a time, reading `row` in
+/// place: a copy into a padded buffer would be read back before its (masked) stores retire,
+/// which stalls every load.
 #[inline(always)]
-fn deinterleave_row<V: simd::Vector>(padded: &[f32], even: &mut [f32], odd: &mut [f32], n: usize) {
+fn deinterleave_row<V: simd::Vector>(
+    row: &[f32],
+    left: usize,
+    pad: f32,
+    even: &mut [f32],
+    odd: &mut [f32],
+    n: usize,
+) {
     let lanes = V::LANES;
     for j in (0..n).step_by(lanes) {
-        let (e, o) = V::deinterleave(V::load(&padded[2 * j..]), V::load(&padded[2 * j + lanes..]));
+        let start = (2 * j) as isize - left as isize;
+        let (e, o) = V::deinterleave(
+            V::load_window(row, start, pad),
+            V::load_window(row, start + lanes as isize, pad),
+        );
         let (even, odd) = (&mut even[j..n], &mut odd[j..n]);
         let count = (n - j).min(lanes);
         // SAFETY: even and odd hold at least `count` floats from here.
@@ -614,12 +614,11 @@ impl simd::Kernel for DepthwisePlanes<'_> {
 }
 
 /// The scratch of a task of [`Phases`] planes: the phase planes, whose padding is written once
-/// for all the task's planes, the flat output, and one padded row.
+/// for all the task's planes, and the flat output.
 struct PhasePlanes<'a> {
     geometry: &'a Phases,
     phases: &'a mut [f32],
     flat: &'a mut [f32],
-    padded: Vec<f32>,
     pad: f32,
 }
 
@@ -638,7 +637,6 @@ impl<'a> PhasePlanes<'a> {
             geometry,
             phases,
             flat,
-            padded: Vec::new(),
             pad,
         }
     }
@@ -657,7 +655,7 @@ impl<'a> PhasePlanes<'a> {
         activation: Activation,
     ) {
         let g = self.geometry;
-        g.split::<V>(input, self.phases, &mut self.padded, self.pad);
+        g.split::<V>(input, self.phases, self.pad);
         let vectors = g.len.div_ceil(V::LANES);
         // The next plane is asked for from memory a little after each pass, so that it is in
         // cache when split: planes are read once, too briefly for the hardware to prefetch them.
@@ -1092,7 +1090,7 @@ fn pointwise_gathered(
 }
 
 /// [`im2col`] for a horizontal stride of 2 without dilation (GoogLeNet's 7x7 and Lite0's 3x3
-/// stems): each input row under the band is padded, split into its even and odd columns a
+/// stems): each input row under the band, padded, is split into its even and odd columns a
 /// vector at a time, and every kernel column `kx` then copies a contiguous run of one of them,
 /// instead of gathering every other value.
 struct Im2colStride2<'a> {
@@ -1119,11 +1117,8 @@ impl simd::Kernel for Im2colStride2<'_> {
         // Output column ox at kernel column kx reads padded column 2 ox + kx: phase kx % 2 at
         // ox + kx / 2.
         let half = wo + kw / 2;
-        let mut padded = vec![0.0f32; 2 * half.next_multiple_of(V::LANES) + 2 * half];
-        let (padded, phases) = padded.split_at_mut(2 * half.next_multiple_of(V::LANES));
+        let mut phases = vec![0.0f32; 2 * half];
         let (even, odd) = phases.split_at_mut(half);
-        // Written at the same place for every row: the padding around it stays zero.
-        let copied = width.min((2 * half).saturating_sub(left));
         for ci in 0..self.input.len() / (height * width) {
             let plane = &self.input[ci * height * width..][..height * width];
             for ky in 0..kh {
@@ -1136,11 +1131,7 @@ impl simd::Kernel for Im2colStride2<'_> {
                         }
                         continue;
                     };
-                    simd::copy::<V>(
-                        &plane[y * width..][..copied],
-                        &mut padded[left..left + copied],
-                    );
-                    deinterleave_row::<V>(padded, even, odd, half);
+                    deinterleave_row::<V>(&plane[y * width..][..width], left, 0.0, even, odd, half);
                     for kx in 0..kw {
                         let phase = if kx % 2 == 0 { &*even } else { &*odd };
                         simd::copy::<V>(

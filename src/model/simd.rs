@@ -78,6 +78,9 @@ pub trait Vector: Copy {
     /// The first `min(values.len(), LANES)` floats of `values`, the other lanes zero; memory
     /// past the slice is not touched.
     fn load_partial(values: &[f32]) -> Self;
+    /// Lane `i` is `row[start + i]` where that lies inside `row`, and `pad` elsewhere (before
+    /// the row's start or past its end); memory outside the row is not touched.
+    fn load_window(row: &[f32], start: isize, pad: f32) -> Self;
     /// Writes the first `n` lanes (`n <= LANES`) to `dst .. dst + n`, and nothing else.
     ///
     /// # Safety
@@ -120,6 +123,15 @@ impl Vector for Plain {
     fn load_partial(values: &[f32]) -> Self {
         Self(std::array::from_fn(|i| {
             values.get(i).copied().unwrap_or(0.0)
+        }))
+    }
+    #[inline(always)]
+    fn load_window(row: &[f32], start: isize, pad: f32) -> Self {
+        Self(std::array::from_fn(|i| {
+            usize::try_from(start + i as isize)
+                .ok()
+                .and_then(|k| row.get(k).copied())
+                .unwrap_or(pad)
         }))
     }
     #[inline(always)]
@@ -174,9 +186,18 @@ impl Vector for Plain {
     }
 }
 
+/// The lanes `lo..hi` of a vector of `lanes` starting at `start` of a row of `len` values
+/// whose positions lie inside the row.
+#[inline(always)]
+fn inside(start: isize, lanes: usize, len: usize) -> (usize, usize) {
+    let lo = (-start).clamp(0, lanes as isize) as usize;
+    let hi = (len as isize - start).clamp(lo as isize, lanes as isize) as usize;
+    (lo, hi)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::Vector;
+    use super::{Vector, inside};
     use std::arch::x86_64::*;
 
     /// A mask of the first `min(n, 8)` of 8 lanes, for AVX2's masked loads and stores.
@@ -228,6 +249,21 @@ mod x86 {
         unsafe fn store_first(self, dst: *mut f32, n: usize) {
             // SAFETY: the caller's contract; masked-off lanes are not written.
             unsafe { _mm256_maskstore_ps(dst, first_lanes(n), self.0) }
+        }
+        #[inline(always)]
+        fn load_window(row: &[f32], start: isize, pad: f32) -> Self {
+            let (lo, hi) = inside(start, 8, row.len());
+            // Lanes lo..hi: the mask of the first hi lanes without the first lo. Only those
+            // lanes are read, all inside the row (the pointer itself may lie outside it).
+            unsafe {
+                let mask = _mm256_andnot_si256(first_lanes(lo), first_lanes(hi));
+                let values = _mm256_maskload_ps(row.as_ptr().wrapping_offset(start), mask);
+                Self(_mm256_blendv_ps(
+                    _mm256_set1_ps(pad),
+                    values,
+                    _mm256_castsi256_ps(mask),
+                ))
+            }
         }
         #[inline(always)]
         fn mul_add(a: Self, b: Self, c: Self) -> Self {
@@ -296,6 +332,20 @@ mod x86 {
             // Masked-off lanes are not read (nor can they fault).
             let mask = (1u32 << values.len().min(16)).wrapping_sub(1) as __mmask16;
             unsafe { Self(_mm512_maskz_loadu_ps(mask, values.as_ptr())) }
+        }
+        #[inline(always)]
+        fn load_window(row: &[f32], start: isize, pad: f32) -> Self {
+            let (lo, hi) = inside(start, 16, row.len());
+            let mask = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16;
+            // Only the lanes in the mask are read, all inside the row (the pointer itself may
+            // lie outside it); the others keep `pad`.
+            unsafe {
+                Self(_mm512_mask_loadu_ps(
+                    _mm512_set1_ps(pad),
+                    mask,
+                    row.as_ptr().wrapping_offset(start),
+                ))
+            }
         }
         #[inline(always)]
         unsafe fn store_first(self, dst: *mut f32, n: usize) {
