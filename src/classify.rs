@@ -188,8 +188,17 @@ impl Classifier {
         let len = range.len();
         let classes = self.info().classes();
         let output = self.info().output();
+        let cpu = !self.compute().is_gpu();
         let run = AssertUnwindSafe(|| {
-            let out = self.forward(make(range));
+            let input = make(range);
+            let out = if cpu {
+                // On the CPU the pass runs on one of rayon's workers: every kernel's parallel
+                // loop then starts on a worker, which takes its own share at once, instead of
+                // this thread handing each layer to the pool and sleeping until it is woken.
+                rayon::scope(|_| self.forward(input))
+            } else {
+                self.forward(input)
+            };
             let out = match output {
                 OutputKind::Logits => softmax(out, 1),
                 OutputKind::Probabilities => out,

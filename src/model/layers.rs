@@ -7,7 +7,7 @@
 //! asynchronously: there the marks measure only the queueing, so profile on the CPU.
 //! `examples/layers.rs` prints the table.
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use burn::nn::conv::Conv2d;
@@ -23,20 +23,25 @@ pub struct LayerTime {
     pub seconds: f64,
 }
 
-thread_local! {
-    static CLOCK: RefCell<Option<(Instant, Vec<LayerTime>)>> = const { RefCell::new(None) };
-}
+/// The clock and what it recorded, for the whole process: a forward pass may run on another
+/// thread than the one that calls `classify` (on the CPU, one of rayon's workers), but passes
+/// run one at a time.
+static CLOCK: Mutex<Option<(Instant, Vec<LayerTime>)>> = Mutex::new(None);
 
-/// Starts recording on this thread (the thread that calls `classify`), dropping what was
-/// recorded before.
+/// Starts recording, dropping what was recorded before.
 pub fn start() {
-    CLOCK.with(|c| *c.borrow_mut() = Some((Instant::now(), Vec::new())));
+    *CLOCK.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), Vec::new()));
 }
 
 /// Stops recording and returns every statement timed since [`start`], in order (several
 /// forward passes, one after another, when the batch was split into chunks).
 pub fn take() -> Vec<LayerTime> {
-    CLOCK.with(|c| c.borrow_mut().take().map(|(_, v)| v).unwrap_or_default())
+    CLOCK
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .map(|(_, v)| v)
+        .unwrap_or_default()
 }
 
 /// Charges the time since the previous mark to statement `name`, unless recording is off.
@@ -54,18 +59,17 @@ pub(crate) fn mark_conv(name: &'static str, conv: &Conv2d) {
 }
 
 fn record(name: &'static str, kind: impl FnOnce() -> String) {
-    CLOCK.with(|c| {
-        if let Some((last, times)) = c.borrow_mut().as_mut() {
-            let now = Instant::now();
-            times.push(LayerTime {
-                name,
-                kind: kind(),
-                seconds: now.duration_since(*last).as_secs_f64(),
-            });
-            // The kind is computed before `now`, so its cost is not charged to the next layer.
-            *last = Instant::now();
-        }
-    });
+    let mut clock = CLOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((last, times)) = clock.as_mut() {
+        let now = Instant::now();
+        times.push(LayerTime {
+            name,
+            kind: kind(),
+            seconds: now.duration_since(*last).as_secs_f64(),
+        });
+        // The kind is computed before `now`, so its cost is not charged to the next layer.
+        *last = Instant::now();
+    }
 }
 
 /// `clip12_out1` → `clip`: the generated name without its number and output suffix.
