@@ -408,7 +408,6 @@ fn fold_batch_norms(proto: &mut ModelProto) -> Result<usize, String> {
             *uses.entry(input.clone()).or_default() += 1;
         }
     }
-    let float_init = float_initializer;
     let mut folded = 0;
     let mut i = 0;
     while i < graph.node.len() {
@@ -442,9 +441,10 @@ fn fold_batch_norms(proto: &mut ModelProto) -> Result<usize, String> {
         let weight_shared = uses.get(&conv.input[1]).copied().unwrap_or(0) != 1;
         let params: Option<Vec<Vec<f32>>> = bn.input[1..5]
             .iter()
-            .map(|n| float_init(graph, n))
+            .map(|n| float_initializer(graph, n))
             .collect();
-        let (Some(params), Some(weight)) = (params, float_init(graph, &conv.input[1])) else {
+        let (Some(params), Some(weight)) = (params, float_initializer(graph, &conv.input[1]))
+        else {
             i += 1;
             continue;
         };
@@ -458,15 +458,8 @@ fn fold_batch_norms(proto: &mut ModelProto) -> Result<usize, String> {
             i += 1;
             continue;
         }
-        let eps = bn
-            .attribute
-            .iter()
-            .find(|a| a.name == "epsilon")
-            .map_or(1e-5, |a| a.f) as f64;
-        let (gamma, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
-        let scale: Vec<f64> = (0..channels)
-            .map(|c| gamma[c] as f64 / (var[c] as f64 + eps).sqrt())
-            .collect();
+        let scale = batch_norm_scale(bn, &params);
+        let (beta, mean) = (&params[1], &params[2]);
         let per = weight.len() / channels;
         let new_weight: Vec<f32> = weight
             .iter()
@@ -477,35 +470,14 @@ fn fold_batch_norms(proto: &mut ModelProto) -> Result<usize, String> {
             .input
             .get(2)
             .filter(|n| !n.is_empty())
-            .and_then(|n| float_init(graph, n));
+            .and_then(|n| float_initializer(graph, n));
         let new_bias: Vec<f32> = (0..channels)
             .map(|c| {
                 ((old_bias.as_ref().map_or(0.0, |b| b[c] as f64) - mean[c] as f64) * scale[c]
                     + beta[c] as f64) as f32
             })
             .collect();
-        let (weight_name, bn_out) = (conv.input[1].clone(), bn.output[0].clone());
-        let bias_name = format!("{bn_out}__folded_bias");
-        let to_raw = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        for t in graph
-            .initializer
-            .iter_mut()
-            .filter(|t| t.name == weight_name)
-        {
-            t.float_data.clear();
-            t.raw_data = to_raw(&new_weight).into();
-        }
-        let mut bias = TensorProto::new();
-        bias.name = bias_name.clone();
-        bias.dims = vec![channels as i64];
-        bias.data_type = 1;
-        bias.raw_data = to_raw(&new_bias).into();
-        graph.initializer.push(bias);
-        let conv = &mut graph.node[conv_at];
-        conv.input.truncate(2);
-        conv.input.push(bias_name);
-        conv.output[0] = bn_out;
-        graph.node.remove(i);
+        install_fold(graph, conv_at, i, &new_weight, &new_bias);
         folded += 1;
     }
     // The BatchNorm parameters and replaced biases are read by nothing any more.
@@ -730,29 +702,14 @@ fn fold_constant(
                     index[k] = 0;
                 }
             }
-            let mut t = TensorProto::new();
-            t.dims = out_shape.iter().map(|&d| d as i64).collect();
-            t.data_type = 1;
-            t.raw_data = out
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>()
-                .into();
-            Some(t)
+            Some(float_tensor(
+                String::new(),
+                out_shape.iter().map(|&d| d as i64).collect(),
+                &out,
+            ))
         }
         "Add" | "Sub" | "Mul" | "Div" if inputs.len() == 2 => {
-            let floats = |t: &TensorProto| -> Option<Vec<f32>> {
-                (t.data_type == 1).then(|| {
-                    if !t.float_data.is_empty() {
-                        t.float_data.clone()
-                    } else {
-                        t.raw_data
-                            .chunks_exact(4)
-                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                            .collect()
-                    }
-                })
-            };
+            let floats = |t: &TensorProto| (t.data_type == 1).then(|| float_values(t));
             let (a, b) = (floats(&inputs[0])?, floats(&inputs[1])?);
             if a.len() != b.len() && a.len() != 1 && b.len() != 1 {
                 return None;
@@ -781,15 +738,7 @@ fn fold_constant(
                     }
                 })
                 .collect();
-            let mut t = TensorProto::new();
-            t.dims = out_dims;
-            t.data_type = 1;
-            t.raw_data = values
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>()
-                .into();
-            Some(t)
+            Some(float_tensor(String::new(), out_dims, &values))
         }
         _ => None,
     }
@@ -807,20 +756,33 @@ fn float_values(t: &TensorProto) -> Vec<f32> {
     }
 }
 
+/// Replaces an f32 tensor's values with `values`, stored as raw little-endian bytes.
+fn set_float_values(t: &mut TensorProto, values: &[f32]) {
+    t.float_data.clear();
+    t.raw_data = values
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect::<Vec<u8>>()
+        .into();
+}
+
+/// An f32 tensor named `name` of shape `dims` holding `values`.
+fn float_tensor(name: String, dims: Vec<i64>, values: &[f32]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name;
+    t.dims = dims;
+    t.data_type = 1;
+    set_float_values(&mut t, values);
+    t
+}
+
 /// The f32 values of initializer `name`, if it is one.
 fn float_initializer(graph: &onnx_ir::GraphProto, name: &str) -> Option<Vec<f32>> {
-    let t = graph
+    graph
         .initializer
         .iter()
-        .find(|t| t.name == name && t.data_type == 1)?;
-    Some(if !t.float_data.is_empty() {
-        t.float_data.clone()
-    } else {
-        t.raw_data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    })
+        .find(|t| t.name == name && t.data_type == 1)
+        .map(float_values)
 }
 
 /// Folds the BatchNormalization at `bn_at` into the Gemm at `gemm_at` that feeds it, when the
@@ -882,15 +844,8 @@ fn fold_into_gemm(
             }
         }
     };
-    let eps = bn
-        .attribute
-        .iter()
-        .find(|a| a.name == "epsilon")
-        .map_or(1e-5, |a| a.f) as f64;
-    let (gamma, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
-    let scale: Vec<f64> = (0..m)
-        .map(|j| gamma[j] as f64 / (var[j] as f64 + eps).sqrt())
-        .collect();
+    let scale = batch_norm_scale(bn, &params);
+    let (beta, mean) = (&params[1], &params[2]);
     let new_weight: Vec<f32> = weight
         .iter()
         .enumerate()
@@ -906,31 +861,58 @@ fn fold_into_gemm(
     let new_bias: Vec<f32> = (0..m)
         .map(|j| ((beta_gemm * old_bias[j] - mean[j] as f64) * scale[j] + beta[j] as f64) as f32)
         .collect();
-    let to_raw = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let (weight_name, bn_out) = (gemm.input[1].clone(), bn.output[0].clone());
+    // The new bias already carries the old one's β.
+    graph.node[gemm_at].attribute.retain(|a| a.name != "beta");
+    install_fold(graph, gemm_at, bn_at, &new_weight, &new_bias);
+    true
+}
+
+/// `s = γ / sqrt(var + ε)` per channel of a BatchNormalization whose parameters are
+/// `[γ, β, mean, var]`.
+fn batch_norm_scale(bn: &onnx_ir::NodeProto, params: &[Vec<f32>]) -> Vec<f64> {
+    let eps = bn
+        .attribute
+        .iter()
+        .find(|a| a.name == "epsilon")
+        .map_or(1e-5, |a| a.f) as f64;
+    let (gamma, var) = (&params[0], &params[3]);
+    (0..gamma.len())
+        .map(|c| gamma[c] as f64 / (var[c] as f64 + eps).sqrt())
+        .collect()
+}
+
+/// Writes a BatchNormalization folded into the node at `at` (a Conv or Gemm): the node's
+/// weights (input 1) become `weight`, a new initializer `bias` replaces its bias, it takes over
+/// the BatchNorm's output, and the BatchNorm node at `bn_at` is removed.
+fn install_fold(
+    graph: &mut onnx_ir::GraphProto,
+    at: usize,
+    bn_at: usize,
+    weight: &[f32],
+    bias: &[f32],
+) {
+    let (weight_name, bn_out) = (
+        graph.node[at].input[1].clone(),
+        graph.node[bn_at].output[0].clone(),
+    );
     for t in graph
         .initializer
         .iter_mut()
         .filter(|t| t.name == weight_name)
     {
-        t.float_data.clear();
-        t.raw_data = to_raw(&new_weight).into();
+        set_float_values(t, weight);
     }
-    let folded_bias = format!("{bn_out}__folded_bias");
-    let mut bias = TensorProto::new();
-    bias.name = folded_bias.clone();
-    bias.dims = vec![m as i64];
-    bias.data_type = 1;
-    bias.raw_data = to_raw(&new_bias).into();
-    graph.initializer.push(bias);
-    let gemm = &mut graph.node[gemm_at];
-    gemm.input.truncate(2);
-    gemm.input.push(folded_bias);
-    // The new bias already carries the old one's β.
-    gemm.attribute.retain(|a| a.name != "beta");
-    gemm.output[0] = bn_out;
+    let bias_name = format!("{bn_out}__folded_bias");
+    graph.initializer.push(float_tensor(
+        bias_name.clone(),
+        vec![bias.len() as i64],
+        bias,
+    ));
+    let node = &mut graph.node[at];
+    node.input.truncate(2);
+    node.input.push(bias_name);
+    node.output[0] = bn_out;
     graph.node.remove(bn_at);
-    true
 }
 
 /// Removes the initializers no node reads, and their entries among the graph inputs (old-IR
