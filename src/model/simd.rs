@@ -11,6 +11,7 @@
 //! The copies differ only in rounding: the AVX ones fuse `a * b + c` into one instruction (one
 //! rounding instead of two), as burn's gemm-based convolution does.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// An instruction set the kernels have a copy for.
@@ -27,8 +28,13 @@ pub enum Level {
 /// The highest level [`run`] may use; `u8::MAX` leaves it to the CPU.
 static CAP: AtomicU8 = AtomicU8::new(u8::MAX);
 
-/// The best level this CPU supports.
+/// The best level this CPU supports (detected once: [`run`] asks for every kernel call).
 pub fn detected() -> Level {
+    static DETECTED: OnceLock<Level> = OnceLock::new();
+    *DETECTED.get_or_init(detect)
+}
+
+fn detect() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f")
@@ -75,9 +81,6 @@ pub trait Vector: Copy {
     fn load(values: &[f32]) -> Self;
     /// Writes the lanes to the start of `values` (which must hold that many; checked).
     fn store(self, values: &mut [f32]);
-    /// The first `min(values.len(), LANES)` floats of `values`, the other lanes zero; memory
-    /// past the slice is not touched.
-    fn load_partial(values: &[f32]) -> Self;
     /// Lane `i` is `row[start + i]` where that lies inside `row`, and `pad` elsewhere (before
     /// the row's start or past its end); memory outside the row is not touched.
     fn load_window(row: &[f32], start: isize, pad: f32) -> Self;
@@ -88,8 +91,6 @@ pub trait Vector: Copy {
     unsafe fn store_first(self, dst: *mut f32, n: usize);
     /// `a * b + c`, fused where the instruction set can.
     fn mul_add(a: Self, b: Self, c: Self) -> Self;
-    /// `a * b + c` on one float, rounded as [`Vector::mul_add`] rounds each lane.
-    fn mul_add_one(a: f32, b: f32, c: f32) -> f32;
     /// The even lanes and the odd lanes of `a` followed by `b`.
     fn deinterleave(a: Self, b: Self) -> (Self, Self);
     /// Per lane, `bound` where `bound > x`, else `x` (so a NaN in `x` is kept).
@@ -120,12 +121,6 @@ impl Vector for Plain {
         values[..4].copy_from_slice(&self.0);
     }
     #[inline(always)]
-    fn load_partial(values: &[f32]) -> Self {
-        Self(std::array::from_fn(|i| {
-            values.get(i).copied().unwrap_or(0.0)
-        }))
-    }
-    #[inline(always)]
     fn load_window(row: &[f32], start: isize, pad: f32) -> Self {
         Self(std::array::from_fn(|i| {
             usize::try_from(start + i as isize)
@@ -144,10 +139,6 @@ impl Vector for Plain {
     #[inline(always)]
     fn mul_add(a: Self, b: Self, c: Self) -> Self {
         Self(std::array::from_fn(|i| a.0[i] * b.0[i] + c.0[i]))
-    }
-    #[inline(always)]
-    fn mul_add_one(a: f32, b: f32, c: f32) -> f32 {
-        a * b + c
     }
     #[inline(always)]
     fn deinterleave(a: Self, b: Self) -> (Self, Self) {
@@ -236,16 +227,6 @@ mod x86 {
             unsafe { _mm256_storeu_ps(values.as_mut_ptr(), self.0) }
         }
         #[inline(always)]
-        fn load_partial(values: &[f32]) -> Self {
-            // Masked-off lanes are not read (nor can they fault).
-            unsafe {
-                Self(_mm256_maskload_ps(
-                    values.as_ptr(),
-                    first_lanes(values.len()),
-                ))
-            }
-        }
-        #[inline(always)]
         unsafe fn store_first(self, dst: *mut f32, n: usize) {
             // SAFETY: the caller's contract; masked-off lanes are not written.
             unsafe { _mm256_maskstore_ps(dst, first_lanes(n), self.0) }
@@ -268,10 +249,6 @@ mod x86 {
         #[inline(always)]
         fn mul_add(a: Self, b: Self, c: Self) -> Self {
             Self(unsafe { _mm256_fmadd_ps(a.0, b.0, c.0) })
-        }
-        #[inline(always)]
-        fn mul_add_one(a: f32, b: f32, c: f32) -> f32 {
-            a.mul_add(b, c)
         }
         #[inline(always)]
         fn deinterleave(a: Self, b: Self) -> (Self, Self) {
@@ -328,12 +305,6 @@ mod x86 {
             unsafe { _mm512_storeu_ps(values.as_mut_ptr(), self.0) }
         }
         #[inline(always)]
-        fn load_partial(values: &[f32]) -> Self {
-            // Masked-off lanes are not read (nor can they fault).
-            let mask = (1u32 << values.len().min(16)).wrapping_sub(1) as __mmask16;
-            unsafe { Self(_mm512_maskz_loadu_ps(mask, values.as_ptr())) }
-        }
-        #[inline(always)]
         fn load_window(row: &[f32], start: isize, pad: f32) -> Self {
             let (lo, hi) = inside(start, 16, row.len());
             let mask = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16;
@@ -356,10 +327,6 @@ mod x86 {
         #[inline(always)]
         fn mul_add(a: Self, b: Self, c: Self) -> Self {
             Self(unsafe { _mm512_fmadd_ps(a.0, b.0, c.0) })
-        }
-        #[inline(always)]
-        fn mul_add_one(a: f32, b: f32, c: f32) -> f32 {
-            a.mul_add(b, c)
         }
         #[inline(always)]
         fn deinterleave(a: Self, b: Self) -> (Self, Self) {
@@ -428,7 +395,7 @@ unsafe fn copy_to<V: Vector>(src: &[f32], dst: *mut f32) {
     let rest = chunks.remainder();
     if !rest.is_empty() {
         // SAFETY: as above, for the last rest.len() floats.
-        unsafe { V::load_partial(rest).store_first(dst.add(at), rest.len()) };
+        unsafe { V::load_window(rest, 0, 0.0).store_first(dst.add(at), rest.len()) };
     }
 }
 
