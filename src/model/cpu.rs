@@ -7,15 +7,19 @@
 //! burn modules (`build.rs` rewrites the calls, and folds a `Relu` or `Clip` that only consumes a
 //! convolution's output into that call). On the CPU device these run:
 //!
-//! - depthwise convolutions (one input channel per group, no dilation, explicit or no padding;
-//!   strided ones up to 3x3) as direct kernels over NCHW planes, every plane on its own core
-//!   (rayon), the activation applied while the output plane is still in cache;
+//! - depthwise convolutions (one input channel per group, no dilation, explicit or no padding,
+//!   any stride) and max pooling as flat passes over phase planes ([`Phases`]): every kernel tap
+//!   is one contiguous multiply-add (or maximum) over the whole plane, a block of outputs held in
+//!   registers through all taps, the activation applied before the store, several planes per
+//!   core;
 //! - every other convolution with explicit or no padding as im2col + gemm over bands of output
 //!   rows (the `gemm` crate burn-flex uses, on pre-laid-out weights: an NCHW convolution's
-//!   weights already are the gemm's left matrix), bias and activation fused, the bands of all
-//!   images spread over the cores;
-//! - max pooling in two separable passes (across each row, then down the reduced rows);
+//!   weights already are the gemm's left matrix), bias and activation applied while the band is
+//!   in cache, the bands of all images spread over the cores;
 //! - local response normalisation (GoogLeNet's zoo graph) across channels, one image per core.
+//!
+//! The vectorised kernels are compiled for AVX-512, AVX2 and the baseline, the best the CPU has
+//! chosen when they run ([`simd`]).
 //!
 //! Everything else (and the few convolutions none of these take, whose activation then runs
 //! in place on every core), and every tensor on a GPU, goes to burn unchanged. The results equal
@@ -365,28 +369,26 @@ fn depthwise(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
     let params = Params::of(conv)?;
     let (weights, bias) = (params.weights(), params.bias());
     let (t, start, end) = values(x)?;
-    let input = &t.storage::<f32>()[start..end];
-    let plane_out = geometry.out_height * geometry.out_width;
-    let per_task = planes_per_task(n * c, plane_out * kh * kw);
-    // SAFETY: the tasks cover the buffer, and each writes every row of its planes.
+    // SAFETY: DepthwisePlanes writes every value of its planes.
     let out = unsafe {
-        written(n * c * plane_out, |out| {
-            out.par_chunks_mut(plane_out * per_task)
-                .enumerate()
-                .for_each_init(Vec::new, |scratch, (task, out)| {
-                    simd::run(DepthwisePlanes {
-                        geometry: &geometry,
-                        input,
-                        out,
-                        first_plane: task * per_task,
-                        channels: c,
-                        weights,
-                        bias,
-                        activation,
-                        scratch,
-                    })
+        plane_tasks(
+            &t.storage::<f32>()[start..end],
+            n * c,
+            &geometry,
+            |first_plane, input, out, scratch| {
+                simd::run(DepthwisePlanes {
+                    geometry: &geometry,
+                    input,
+                    out,
+                    first_plane,
+                    channels: c,
+                    weights,
+                    bias,
+                    activation,
+                    scratch,
                 })
-        })
+            },
+        )
     };
     Some(flex_tensor(
         out,
@@ -394,13 +396,38 @@ fn depthwise(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
     ))
 }
 
-/// Planes a task of a per-plane kernel takes: enough that rayon's hand-over costs little next
-/// to `work` operations per plane (a 7x7 plane of a 5x5 kernel is only 1,225 multiply-adds),
-/// few enough that every core gets at least two tasks.
-fn planes_per_task(planes: usize, work: usize) -> usize {
-    (1usize << 16)
+/// Runs `task(first_plane, inputs, outputs, scratch)` over runs of consecutive planes of
+/// `input`, each run on a core, into a new buffer of `geometry`'s output planes. `inputs`
+/// starts at the run's first plane and goes on to the end of `input`, so that the run's last
+/// plane can prefetch the next one (the next run is usually the same core's). A run has
+/// enough planes that rayon's hand-over costs little next to the work (a 7x7 plane of a 5x5
+/// kernel is only 1,225 multiply-adds), few enough that every core gets at least two runs.
+///
+/// # Safety
+/// `task` must write every value of the output planes it is given.
+unsafe fn plane_tasks(
+    input: &[f32],
+    planes: usize,
+    geometry: &Phases,
+    task: impl Fn(usize, &[f32], &mut [MaybeUninit<f32>], &mut Vec<f32>) + Sync,
+) -> Vec<f32> {
+    let plane_in = geometry.height * geometry.width;
+    let plane_out = geometry.out_height * geometry.out_width;
+    let work = plane_out * geometry.taps.len();
+    let per_task = (1usize << 16)
         .div_ceil(work.max(1))
-        .clamp(1, planes.div_ceil(2 * rayon::current_num_threads()).max(1))
+        .clamp(1, planes.div_ceil(2 * rayon::current_num_threads()).max(1));
+    // SAFETY: the runs cover the buffer, and `task` writes all of each (the caller's contract).
+    unsafe {
+        written(planes * plane_out, |out| {
+            out.par_chunks_mut(plane_out * per_task)
+                .enumerate()
+                .for_each_init(Vec::new, |scratch, (run, out)| {
+                    let first = run * per_task;
+                    task(first, &input[first * plane_in..], out, scratch)
+                })
+        })
+    }
 }
 
 /// The most floats a vector has ([`simd::Vector::LANES`]): the slack every flat buffer gets so
@@ -424,7 +451,6 @@ const PASS_VECTORS: usize = 8;
 struct Phases {
     height: usize,
     width: usize,
-    kernel: [usize; 2],
     stride: [usize; 2],
     /// Top and left padding.
     pad: [usize; 2],
@@ -432,7 +458,8 @@ struct Phases {
     wq: usize,
     out_height: usize,
     out_width: usize,
-    /// Where tap `ky × kw + kx` starts reading, from the first phase plane's start.
+    /// Where tap `ky × kw + kx` starts reading, from the first phase plane's start (one per
+    /// kernel tap).
     taps: Vec<usize>,
     /// Length of the flat output, up to and including the last output kept.
     len: usize,
@@ -461,7 +488,6 @@ impl Phases {
         Some(Self {
             height,
             width,
-            kernel: [kh, kw],
             stride: [sh, sw],
             pad: [top, left],
             hq,
@@ -493,11 +519,7 @@ impl Phases {
                 let at = (py * 2 * hq + i) * wq;
                 let (even, odd) = phases[at..].split_at_mut(hq * wq);
                 deinterleave_row::<V>(row, left, pad, even, odd, wq);
-                (py, i) = if py + 1 == sh {
-                    (0, i + 1)
-                } else {
-                    (py + 1, i)
-                };
+                (py, i) = next_phase_row(py, i, sh);
             }
             return;
         }
@@ -509,11 +531,7 @@ impl Phases {
             for row in input.chunks_exact(width) {
                 let at = (py * hq + i) * wq + left;
                 simd::copy::<V>(&row[..copied], &mut phases[at..at + copied]);
-                (py, i) = if py + 1 == sh {
-                    (0, i + 1)
-                } else {
-                    (py + 1, i)
-                };
+                (py, i) = next_phase_row(py, i, sh);
             }
             return;
         }
@@ -527,12 +545,19 @@ impl Phases {
                     *d = row[j * sw + px - left];
                 }
             }
-            (py, i) = if py + 1 == sh {
-                (0, i + 1)
-            } else {
-                (py + 1, i)
-            };
+            (py, i) = next_phase_row(py, i, sh);
         }
+    }
+}
+
+/// Phase `py` and row `i` in it of the padded row after the one in row `i` of phase `py`, at
+/// vertical stride `sh`: rows are counted up instead of divided for every row.
+#[inline(always)]
+fn next_phase_row(py: usize, i: usize, sh: usize) -> (usize, usize) {
+    if py + 1 == sh {
+        (0, i + 1)
+    } else {
+        (py + 1, i)
     }
 }
 
@@ -570,6 +595,7 @@ fn deinterleave_row<V: simd::Vector>(
 /// [`Phases`]), one block of outputs at a time held in registers through every tap.
 struct DepthwisePlanes<'a> {
     geometry: &'a Phases,
+    /// The input from the task's first plane on.
     input: &'a [f32],
     /// Whole output planes, every value of which is written.
     out: &'a mut [MaybeUninit<f32>],
@@ -586,30 +612,18 @@ impl simd::Kernel for DepthwisePlanes<'_> {
 
     #[inline(always)]
     fn run<V: simd::Vector>(self) {
-        let g = self.geometry;
-        let [kh, kw] = g.kernel;
-        let mut planes = PhasePlanes::new::<V>(g, self.scratch, 0.0);
-        for (k, out) in self
-            .out
-            .chunks_exact_mut(g.out_height * g.out_width)
-            .enumerate()
-        {
-            let plane = self.first_plane + k;
-            let ch = plane % self.channels;
-            let plane_in = g.height * g.width;
-            let next = self
-                .input
-                .get((plane + 1) * plane_in..(plane + 2) * plane_in)
-                .unwrap_or(&[]);
-            planes.compute::<V>(
-                &self.input[plane * plane_in..(plane + 1) * plane_in],
-                next,
-                out,
-                Some(&self.weights[ch * kh * kw..(ch + 1) * kh * kw]),
-                self.bias.map_or(0.0, |b| b[ch]),
-                self.activation,
-            );
-        }
+        let taps = self.geometry.taps.len();
+        let (weights, bias, channels) = (self.weights, self.bias, self.channels);
+        PhasePlanes::new::<V>(self.geometry, self.scratch, 0.0).compute_all::<V>(
+            self.input,
+            self.out,
+            |k| {
+                let ch = (self.first_plane + k) % channels;
+                let kernel = &weights[ch * taps..(ch + 1) * taps];
+                (Some(kernel), bias.map_or(0.0, |b| b[ch]))
+            },
+            self.activation,
+        );
     }
 }
 
@@ -638,6 +652,35 @@ impl<'a> PhasePlanes<'a> {
             phases,
             flat,
             pad,
+        }
+    }
+
+    /// Every plane of `out` from the same plane of `input`, plane `k` with
+    /// `plane(k) = (weights, init)` (see [`PhasePlanes::compute`]), each prefetching the next
+    /// plane of `input`, if there is one.
+    #[inline(always)]
+    fn compute_all<'w, V: simd::Vector>(
+        &mut self,
+        input: &[f32],
+        out: &mut [MaybeUninit<f32>],
+        plane: impl Fn(usize) -> (Option<&'w [f32]>, f32),
+        activation: Activation,
+    ) {
+        let g = self.geometry;
+        let plane_in = g.height * g.width;
+        for (k, out) in out.chunks_exact_mut(g.out_height * g.out_width).enumerate() {
+            let next = input
+                .get((k + 1) * plane_in..(k + 2) * plane_in)
+                .unwrap_or(&[]);
+            let (weights, init) = plane(k);
+            self.compute::<V>(
+                &input[k * plane_in..(k + 1) * plane_in],
+                next,
+                out,
+                weights,
+                init,
+                activation,
+            );
         }
     }
 
@@ -789,24 +832,21 @@ fn max_pool_flex(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
     }
     let [n, c, _, _] = x.dims();
     let (t, start, end) = values(x)?;
-    let input = &t.storage::<f32>()[start..end];
-    let (plane_in, plane_out) = (height * width, out_height * out_width);
-    let per_task = planes_per_task(n * c, plane_out * kh * kw);
-    // SAFETY: the tasks cover the buffer, and each writes every row of its planes.
+    // SAFETY: MaxPoolPlanes writes every value of its planes.
     let out = unsafe {
-        written(n * c * plane_out, |out| {
-            out.par_chunks_mut(plane_out * per_task)
-                .enumerate()
-                .for_each_init(Vec::new, |scratch, (task, out)| {
-                    let first = task * per_task * plane_in;
-                    simd::run(MaxPoolPlanes {
-                        geometry: &geometry,
-                        input: &input[first..first + out.len() / plane_out * plane_in],
-                        out,
-                        scratch,
-                    })
+        plane_tasks(
+            &t.storage::<f32>()[start..end],
+            n * c,
+            &geometry,
+            |_, input, out, scratch| {
+                simd::run(MaxPoolPlanes {
+                    geometry: &geometry,
+                    input,
+                    out,
+                    scratch,
                 })
-        })
+            },
+        )
     };
     Some(flex_tensor(out, [n, c, out_height, out_width]))
 }
@@ -815,7 +855,7 @@ fn max_pool_flex(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
 /// vector is the maximum of one contiguous load per kernel tap, at any stride.
 struct MaxPoolPlanes<'a> {
     geometry: &'a Phases,
-    /// Whole input planes.
+    /// The input from the task's first plane on.
     input: &'a [f32],
     /// The planes' outputs, every value of which is written.
     out: &'a mut [MaybeUninit<f32>],
@@ -827,21 +867,12 @@ impl simd::Kernel for MaxPoolPlanes<'_> {
 
     #[inline(always)]
     fn run<V: simd::Vector>(self) {
-        let g = self.geometry;
-        let mut planes = PhasePlanes::new::<V>(g, self.scratch, f32::NEG_INFINITY);
-        let plane_in = g.height * g.width;
-        for (k, out) in self
-            .out
-            .chunks_exact_mut(g.out_height * g.out_width)
-            .enumerate()
-        {
-            let input = &self.input[k * plane_in..(k + 1) * plane_in];
-            let next = self
-                .input
-                .get((k + 1) * plane_in..(k + 2) * plane_in)
-                .unwrap_or(&[]);
-            planes.compute::<V>(input, next, out, None, f32::NEG_INFINITY, Activation::None);
-        }
+        PhasePlanes::new::<V>(self.geometry, self.scratch, f32::NEG_INFINITY).compute_all::<V>(
+            self.input,
+            self.out,
+            |_| (None, f32::NEG_INFINITY),
+            Activation::None,
+        );
     }
 }
 
@@ -874,8 +905,8 @@ const MIN_COLS: usize = 96;
 /// one gemm per tile of output rows, with bias and activation fused: for each image and each
 /// band of output rows, the band's im2col block `[cin/groups × kh × kw, band]` is built from the
 /// NCHW input (a 1×1 convolution reads the input in place), multiplied by the weights, which are
-/// already the `[cout/groups, cin/groups × kh × kw]` matrix the gemm wants, into an output that
-/// was filled with the bias, and the activation is applied while the band is still in cache.
+/// already the `[cout/groups, cin/groups × kh × kw]` matrix the gemm wants, and bias and
+/// activation are applied while the band is still in cache.
 /// Bands of every image are spread over all cores. Depthwise convolutions are left to
 /// [`depthwise`] and burn: a one-row gemm per channel would waste the gemm.
 fn gemm_conv(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Tensor<4>> {
