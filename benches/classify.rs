@@ -3,7 +3,8 @@
 //! Every timed iteration uploads the batch, runs the forward pass and reads the probabilities
 //! back, which waits for the device: the numbers are end-to-end and device-synced.
 //! Run with `cargo bench --bench classify`; `GLASSBOX_BENCH_MODELS=googlenet,alexnet` and
-//! `GLASSBOX_BENCH_BATCHES=1,16` and `GLASSBOX_BENCH_DEVICES=gpu` narrow it. The GPU group runs
+//! `GLASSBOX_BENCH_BATCHES=1,16` and `GLASSBOX_BENCH_DEVICES=gpu` narrow it (`gpu-f16`: the models
+//! in f16, where the adapter's shaders support it). The GPU group runs
 //! when a wgpu adapter exists (software adapters only with `GLASSBOX_BENCH_SOFTWARE_GPU=1`: lavapipe is ~20x slower).
 
 use std::time::Duration;
@@ -49,7 +50,7 @@ fn devices() -> Vec<(String, Compute)> {
     out.extend(
         support::devices()
             .into_iter()
-            .filter(|(name, _)| name == "gpu"),
+            .filter(|(name, _)| name.starts_with("gpu")),
     );
     out
 }

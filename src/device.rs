@@ -135,6 +135,9 @@ pub enum Backend {
         api: String,
         /// True for CPU-emulated adapters such as lavapipe.
         software: bool,
+        /// Whether its shaders can compute in 16-bit floats (wgpu's `SHADER_F16`), which
+        /// [`Precision::F16`](crate::model::Precision::F16) needs.
+        f16: bool,
     },
 }
 
@@ -202,6 +205,11 @@ impl Compute {
         matches!(self.backend, Backend::Gpu { .. })
     }
 
+    /// Whether models can run here in 16-bit floats: a GPU whose shaders support them.
+    pub fn supports_f16(&self) -> bool {
+        matches!(self.backend, Backend::Gpu { f16: true, .. })
+    }
+
     fn is_software(&self) -> bool {
         matches!(self.backend, Backend::Gpu { software: true, .. })
     }
@@ -229,7 +237,12 @@ impl Compute {
     /// How many samples of a model whose largest per-sample buffer has `elems_per_sample` f32
     /// values fit in one chunk on this device.
     pub fn chunk_for(&self, elems_per_sample: u64) -> usize {
-        let per_sample = elems_per_sample.max(1) * 4;
+        self.chunk_for_values(elems_per_sample, 4)
+    }
+
+    /// As [`Compute::chunk_for`], for values of `bytes_per_value` bytes (2 for f16).
+    pub fn chunk_for_values(&self, elems_per_sample: u64, bytes_per_value: u64) -> usize {
+        let per_sample = elems_per_sample.max(1) * bytes_per_value.max(1);
         // Leave a quarter of the limit for the allocator's own rounding and padding.
         let fit = (self.max_buffer_bytes / 4 * 3 / per_sample).max(1);
         // On the CPU the budget decides (see CPU_BUFFER_BUDGET); GPUs want large chunks.
@@ -254,6 +267,7 @@ impl fmt::Display for Compute {
                 adapter,
                 api,
                 software,
+                ..
             } => {
                 write!(
                     f,
@@ -280,13 +294,16 @@ fn gpu() -> std::result::Result<Compute, String> {
                 let max = limits
                     .max_storage_buffer_binding_size
                     .min(limits.max_buffer_size);
-                let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
+                use burn::tensor::wgpu::wgpu::{DeviceType, Features};
+                let software = info.device_type == DeviceType::Cpu;
+                let f16 = setup.device.features().contains(Features::SHADER_F16);
                 Ok(Compute {
                     device,
                     backend: Backend::Gpu {
                         adapter: info.name,
                         api: format!("{:?}", info.backend),
                         software,
+                        f16,
                     },
                     max_buffer_bytes: max,
                 })

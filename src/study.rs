@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::compare::{self, Explainer, FaithfulnessOptions, ViewCache};
-use crate::model::{Classifier, ModelInfo};
+use crate::model::{Classifier, ModelInfo, Precision};
 use crate::render;
 use crate::view::{View, load_photo};
 use crate::{Error, Result};
@@ -232,6 +232,8 @@ pub struct StudyConfig {
     pub blur: Option<f32>,
     /// Faithfulness measurement.
     pub faithfulness: FaithfulnessOptions,
+    /// What the models compute in; a log resumes only at the same precision.
+    pub precision: Precision,
 }
 
 impl StudyConfig {
@@ -295,7 +297,7 @@ impl StudyConfig {
 
     /// The configuration as recorded in the log's header.
     fn to_json(&self, images: usize) -> Value {
-        json!({
+        let mut config = json!({
             "dir": self.dir,
             "explainers": self.specs.iter().map(|s| json!({
                 "name": s.name, "model": s.model.id(), "synthetic": s.model.synthetic(), "explainer": s.explainer.describe(),
@@ -307,7 +309,14 @@ impl StudyConfig {
             "blur": self.blur,
             "faithfulness": { "steps": self.faithfulness.steps, "insertion_blur": self.faithfulness.insertion_blur },
             "images": images,
-        })
+        });
+        // Recorded only when not the default, so that f32 logs of earlier versions still resume.
+        if self.precision != Precision::F32
+            && let Some(obj) = config.as_object_mut()
+        {
+            obj.insert("precision".into(), json!(self.precision.to_string()));
+        }
+        config
     }
 }
 
@@ -557,12 +566,24 @@ impl Study {
     }
 
     /// Studies every image of this shard not yet in the log, appending and syncing one line per
-    /// image. `classifiers` holds every model of [`Study::models`], by id.
+    /// image. `classifiers` holds every model of [`Study::models`], by id, loaded at the
+    /// configuration's precision.
     pub fn run(
         &mut self,
         classifiers: &HashMap<&str, Classifier>,
         mut progress: impl FnMut(Progress<'_>),
     ) -> Result<()> {
+        if let Some(c) = classifiers
+            .values()
+            .find(|c| c.precision() != self.config.precision)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "model '{}' computes in {}, the study in {}",
+                c.info().id(),
+                c.precision(),
+                self.config.precision
+            )));
+        }
         let io = |source| Error::Io {
             path: self.log_path.clone(),
             source,

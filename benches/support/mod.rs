@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use glassbox::device::Backend;
+use glassbox::model::Precision;
 use glassbox::view::{Photo, View, load_photo};
 use glassbox::{Classifier, Compute, DeviceRequest, ModelInfo};
 
@@ -36,27 +37,37 @@ pub fn gpu() -> Option<Compute> {
     (!software || std::env::var_os("GLASSBOX_BENCH_SOFTWARE_GPU").is_some()).then_some(gpu)
 }
 
-/// `("cpu", cpu)` and, where a hardware adapter exists, `("gpu", gpu)`; `GLASSBOX_BENCH_DEVICES`
-/// (e.g. `gpu`) narrows them.
+/// `("cpu", cpu)` and, where a hardware adapter exists, `("gpu", gpu)` and, where its shaders
+/// support f16, `("gpu-f16", gpu)` (models loaded in f16, see [`load`]);
+/// `GLASSBOX_BENCH_DEVICES` (e.g. `gpu,gpu-f16`) narrows them.
 pub fn devices() -> Vec<(String, Compute)> {
-    let wanted = list("GLASSBOX_BENCH_DEVICES", "cpu,gpu");
+    let wanted = list("GLASSBOX_BENCH_DEVICES", "cpu,gpu,gpu-f16");
+    let wants = |name: &str| wanted.iter().any(|d| d == name);
     let mut out = Vec::new();
-    if wanted.iter().any(|d| d == "cpu") {
+    if wants("cpu") {
         out.push(("cpu".to_string(), Compute::cpu()));
     }
-    if wanted.iter().any(|d| d == "gpu")
-        && let Some(gpu) = gpu()
-    {
-        out.push(("gpu".to_string(), gpu));
+    if let Some(gpu) = gpu() {
+        if wants("gpu") {
+            out.push(("gpu".to_string(), gpu.clone()));
+        }
+        if wants("gpu-f16") && gpu.supports_f16() {
+            out.push(("gpu-f16".to_string(), gpu));
+        }
     }
     out
 }
 
-/// Model `model` loaded on `compute`, or `None`: silently for a model this build lacks, with a
-/// line saying why when the device cannot load it.
+/// Model `model` loaded on `compute` (in f16 where `device_name` ends in `-f16`), or `None`:
+/// silently for a model this build lacks, with a line saying why when the device cannot load it.
 pub fn load(model: &str, device_name: &str, compute: &Compute) -> Option<(ModelInfo, Classifier)> {
     let info = ModelInfo::find(model).ok()?;
-    match Classifier::load(info, compute) {
+    let precision = if device_name.ends_with("-f16") {
+        Precision::F16
+    } else {
+        Precision::F32
+    };
+    match Classifier::load_with(info, compute, precision) {
         Ok(classifier) => Some((info, classifier)),
         Err(e) => {
             eprintln!("skipping {model} on {device_name}: {e}");

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use burn::module::{ModuleMapper, Param};
 use burn::store::BurnpackStore;
-use burn::tensor::Tensor;
+use burn::tensor::{FloatDType, Tensor};
 
 use crate::device::Compute;
 use crate::{Error, Result};
@@ -57,6 +58,69 @@ pub struct Preprocess {
     pub mean: [f32; 3],
     /// Per model channel.
     pub std: [f32; 3],
+}
+
+/// The floating-point format a model computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// 32-bit floats, as the ONNX files store the weights: the reference.
+    #[default]
+    F32,
+    /// 16-bit floats on a GPU whose shaders support them ([`Compute::supports_f16`]): weights and
+    /// activations are rounded to 11 significant bits, which halves the memory every layer reads
+    /// and writes. Probabilities are computed from the logits in f32 and come back as f32; they
+    /// differ from the f32 ones by about 1e-3 (see the README), so explanations built on them
+    /// can differ in ties and near-ties.
+    F16,
+}
+
+impl Precision {
+    /// Bytes per value.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Precision::F32 => 4,
+            Precision::F16 => 2,
+        }
+    }
+
+    fn dtype(self) -> FloatDType {
+        match self {
+            Precision::F32 => FloatDType::F32,
+            Precision::F16 => FloatDType::F16,
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        })
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown precision '{other}' (f32, f16)"
+            ))),
+        }
+    }
+}
+
+/// Casts every float parameter of a module to one dtype.
+struct CastParams(FloatDType);
+
+impl ModuleMapper for CastParams {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.0;
+        param.map(|t| t.cast(dtype))
+    }
 }
 
 /// Where a model's weights are.
@@ -246,6 +310,7 @@ pub struct Classifier {
     info: ModelInfo,
     net: Net,
     compute: Compute,
+    precision: Precision,
     /// Samples per forward pass; lowered for good when the device refuses a chunk.
     chunk: AtomicUsize,
     /// Chunks the device refused so far.
@@ -253,8 +318,19 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// Builds the network of `info` on `compute` and loads its weights.
+    /// Builds the network of `info` on `compute` and loads its weights, in f32.
     pub fn load(info: ModelInfo, compute: &Compute) -> Result<Self> {
+        Self::load_with(info, compute, Precision::F32)
+    }
+
+    /// As [`Classifier::load`], computing in `precision`. [`Precision::F16`] needs a GPU whose
+    /// shaders support it ([`Compute::supports_f16`]); anywhere else it is refused.
+    pub fn load_with(info: ModelInfo, compute: &Compute, precision: Precision) -> Result<Self> {
+        if precision == Precision::F16 && !compute.supports_f16() {
+            return Err(Error::InvalidArgument(format!(
+                "precision f16 needs a GPU with 16-bit float shaders; {compute} computes in f32 only"
+            )));
+        }
         let index = SPECS
             .iter()
             .position(|s| std::ptr::eq(s, info.spec))
@@ -277,11 +353,15 @@ impl Classifier {
             model: info.id().to_string(),
             reason,
         })?;
-        let chunk = compute.chunk_for(info.max_elems_per_sample());
+        if precision != Precision::F32 {
+            net = net.map(&mut CastParams(precision.dtype()));
+        }
+        let chunk = compute.chunk_for_values(info.max_elems_per_sample(), precision.bytes());
         Ok(Self {
             info,
             net,
             compute: compute.clone(),
+            precision,
             chunk: AtomicUsize::new(chunk.max(1)),
             refused: AtomicUsize::new(0),
         })
@@ -295,6 +375,11 @@ impl Classifier {
     /// The device it runs on.
     pub fn compute(&self) -> &Compute {
         &self.compute
+    }
+
+    /// The floating-point format it computes in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Samples per forward pass, derived from the device's limits and the model's buffer sizes,
@@ -319,9 +404,16 @@ impl Classifier {
         self.chunk.store(halved.max(1), Ordering::Relaxed);
     }
 
-    /// The raw forward pass of one chunk: `[n, 3, H, W]` → `[n, classes]` as the model outputs.
+    /// The raw forward pass of one chunk: `[n, 3, H, W]` → `[n, classes]` as the model outputs,
+    /// in f32 whatever the precision (inputs are cast to it on the device).
     pub(crate) fn forward(&self, input: Tensor<4>) -> Tensor<2> {
-        self.net.forward(input)
+        match self.precision {
+            Precision::F32 => self.net.forward(input),
+            other => self
+                .net
+                .forward(input.cast(other.dtype()))
+                .cast(FloatDType::F32),
+        }
     }
 }
 

@@ -423,6 +423,7 @@ fn explain_refuses_bad_flags_before_any_work() {
         (vec!["--grid", "0"], "grid"),
         (vec!["--class", "unicorn"], "no class 'unicorn'"),
         (vec!["--class", "1000"], "no class '1000'"),
+        (vec!["--precision", "f16"], "precision f16 needs a GPU"),
     ] {
         let image = data("coffee.png");
         let mut args = flags.clone();

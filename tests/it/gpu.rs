@@ -138,3 +138,133 @@ fn tap_sum_convolutions_equal_burns_kernel_on_the_gpu() {
         }
     }
 }
+
+/// The adapter, when its shaders compute in f16 (lavapipe's do); under CI an adapter without
+/// them is a failure, as a missing adapter is.
+fn gpu_with_f16() -> Option<Compute> {
+    let compute = gpu()?;
+    if compute.supports_f16() {
+        return Some(compute);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("CI's adapter must support f16 shaders: {compute}");
+    }
+    eprintln!("SKIPPED: {compute} has no f16 shaders");
+    None
+}
+
+/// In f16 the default model stays within 5e-3 of onnxruntime's f32 probabilities and ranks the
+/// same five classes first; and it does compute in f16: its probabilities are not the f32 pass's.
+#[test]
+fn efficientnet_lite0_in_f16_on_wgpu_stays_close_to_onnxruntime() {
+    use glassbox::model::Precision;
+    let Some(compute) = gpu_with_f16() else {
+        return;
+    };
+    let info = ModelInfo::default_model();
+    let inputs = parity_inputs(&info, 2);
+    let f16 = Classifier::load_with(info, &compute, Precision::F16).expect("load in f16");
+    assert_eq!(f16.precision(), Precision::F16);
+    let half = f16.classify(&inputs).expect("classify in f16");
+    let full = Classifier::load(info, &compute)
+        .expect("load in f32")
+        .classify(&inputs)
+        .expect("classify in f32");
+    let expected = expected_probabilities(info.id());
+    let mut largest_change = 0f32;
+    for (i, want) in expected.iter().enumerate() {
+        let got = half.row(i);
+        let worst = got
+            .iter()
+            .zip(want)
+            .map(|(g, w)| (*g as f64 - w).abs())
+            .fold(0.0, f64::max);
+        assert!(worst <= 5e-3, "row {i}: max |diff| {worst:e}");
+        let mut order: Vec<usize> = (0..want.len()).collect();
+        order.sort_by(|&a, &b| want[b].total_cmp(&want[a]));
+        let top: Vec<usize> = half.top(i, 5).iter().map(|p| p.class).collect();
+        assert_eq!(top, order[..5], "row {i}: top 5 classes");
+        for (a, b) in got.iter().zip(full.row(i)) {
+            largest_change = largest_change.max((a - b).abs());
+        }
+    }
+    assert!(
+        largest_change > 1e-6,
+        "the f16 pass gave the f32 probabilities ({largest_change:e}): it did not run in f16"
+    );
+}
+
+/// f16 halves the bytes per value, so a model whose chunks the buffer limit caps gets twice
+/// as many samples per chunk (up to the cap).
+#[test]
+fn f16_chunks_are_sized_for_two_bytes_per_value() {
+    use glassbox::model::Precision;
+    let Some(compute) = gpu_with_f16() else {
+        return;
+    };
+    let info = ModelInfo::find("googlenet").expect("googlenet");
+    let small = compute.clone().with_buffer_limit(64 << 20);
+    let f16 = Classifier::load_with(info, &small, Precision::F16).expect("load");
+    let f32 = Classifier::load(info, &small).expect("load");
+    assert_eq!(
+        f16.chunk_size(),
+        small.chunk_for_values(info.max_elems_per_sample(), 2)
+    );
+    assert!(f32.chunk_size() < 128, "not capped: {}", f32.chunk_size());
+    assert!(
+        f16.chunk_size() >= 2 * f32.chunk_size(),
+        "{} vs {}",
+        f16.chunk_size(),
+        f32.chunk_size()
+    );
+}
+
+/// LIME in f16 on the GPU finds the planted region, with weights close to the f32 run's.
+#[test]
+fn lime_in_f16_finds_the_planted_region_as_f32_does() {
+    use glassbox::explain::lime::{LimeOptions, Segmenter, lime};
+    use glassbox::model::Precision;
+    use glassbox::view::View;
+    let Some(compute) = gpu_with_f16() else {
+        return;
+    };
+    let info = ModelInfo::find("planted-centre").expect("fixture");
+    let photo = glassbox::view::load_photo(&crate::common::data("coffee.png")).expect("photo");
+    let view = View::new(&photo.rgb, info.preprocess());
+    let options = LimeOptions {
+        samples: 300,
+        segmenter: Segmenter::Grid(10),
+        seed: 3,
+        ..LimeOptions::default()
+    };
+    let run = |precision| {
+        let classifier = Classifier::load_with(info, &compute, precision).expect("load");
+        lime(&classifier, &view, &options).expect("lime")
+    };
+    let (half, full) = (run(Precision::F16), run(Precision::F32));
+    assert_eq!(half.class, full.class);
+    let window: Vec<usize> = (3..6)
+        .flat_map(|r| (3..6).map(move |c| r * 10 + c))
+        .collect();
+    let top = half.models[0].positive(5);
+    assert!(!top.is_empty());
+    assert!(
+        top.iter().all(|s| window.contains(s)),
+        "f16 positive segments {top:?} outside the window"
+    );
+    let scale = full.models[0]
+        .weights
+        .iter()
+        .fold(0f64, |m, w| m.max(w.abs()));
+    for (s, (a, b)) in half.models[0]
+        .weights
+        .iter()
+        .zip(&full.models[0].weights)
+        .enumerate()
+    {
+        assert!(
+            (a - b).abs() <= 0.02 * scale,
+            "segment {s}: f16 weight {a} vs f32 {b}"
+        );
+    }
+}

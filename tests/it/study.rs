@@ -215,6 +215,11 @@ fn study_resumes_after_an_interruption_without_losing_or_repeating_images() {
     assert_eq!(other.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&other.stderr);
     assert!(stderr.contains("other settings"), "{stderr}");
+    // The precision is a setting too: an f16 run does not resume an f32 log.
+    let half = run_study(&out, &["--precision", "f16"]);
+    assert_eq!(half.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&half.stderr);
+    assert!(stderr.contains("other settings"), "{stderr}");
 }
 
 #[test]
