@@ -153,6 +153,7 @@ impl Classifier {
                         }
                     }
                     start = range.end;
+                    self.report_progress(start, n);
                 }
                 Err(_) if range.len() > 1 => {
                     // Retry the same rows in halves; later batches start from the half.

@@ -637,7 +637,8 @@ fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
     let faithfulness = args.params.faithfulness();
     prepare_out_dir(&args.out)?;
     let compute = select_device(args.device.device.into())?;
-    let classifier = args.device.load(info, &compute)?;
+    let mut classifier = args.device.load(info, &compute)?;
+    show_progress(&mut classifier);
     eprintln!(
         "glassbox: {} on {}{}, {} ({})",
         info.id(),
@@ -689,6 +690,25 @@ fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// On a terminal, a line that counts the variants of each batch of at least 64 as they are
+/// classified, and erases itself when the batch is done.
+fn show_progress(classifier: &mut Classifier) {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return;
+    }
+    classifier.set_progress(|done, total| {
+        if total < 64 {
+            return;
+        }
+        if done < total {
+            eprint!("\r\x1b[K  classified {done}/{total} variants");
+        } else {
+            eprint!("\r\x1b[K");
+        }
+    });
 }
 
 /// `, f16` after the device in a banner when the model computes in f16; nothing in f32.
@@ -1049,7 +1069,8 @@ fn compare_images(args: &CompareArgs) -> glassbox::Result<ExitCode> {
     prepare_out_dir(&args.out)?;
     let compute = select_device(args.device.device.into())?;
     eprintln!("glassbox: {} vs {} on {compute}", a.0, b.0);
-    let classifiers = load_models([a.1, b.1], &compute, &args.device)?;
+    let mut classifiers = load_models([a.1, b.1], &compute, &args.device)?;
+    classifiers.values_mut().for_each(show_progress);
     let mut failed = false;
     let total = args.images.len();
     for (n, path) in args.images.iter().enumerate() {

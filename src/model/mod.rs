@@ -304,6 +304,9 @@ fn clean_label(line: &str) -> &str {
     }
 }
 
+/// What a [`Classifier`] calls after every chunk: rows done, rows asked for.
+type ProgressFn = dyn Fn(usize, usize) + Send + Sync;
+
 /// A model loaded on a device, ready to classify batches.
 #[derive(Debug)]
 pub struct Classifier {
@@ -315,6 +318,16 @@ pub struct Classifier {
     chunk: AtomicUsize,
     /// Chunks the device refused so far.
     refused: AtomicUsize,
+    progress: Option<Progress>,
+}
+
+/// The progress callback, opaque to `Debug`.
+struct Progress(Box<ProgressFn>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress(..)")
+    }
 }
 
 impl Classifier {
@@ -364,6 +377,7 @@ impl Classifier {
             precision,
             chunk: AtomicUsize::new(chunk.max(1)),
             refused: AtomicUsize::new(0),
+            progress: None,
         })
     }
 
@@ -391,6 +405,20 @@ impl Classifier {
     /// Overrides the chunk size (at least 1). Results do not depend on it.
     pub fn set_chunk_size(&mut self, chunk: usize) {
         self.chunk.store(chunk.max(1), Ordering::Relaxed);
+    }
+
+    /// Calls `report(done, total)` after every chunk of every batch this classifier runs:
+    /// `done` of the batch's `total` rows are classified (`done == total` ends the batch). For
+    /// progress displays during long explanations (LIME's 1000 variants take seconds on a CPU).
+    pub fn set_progress(&mut self, report: impl Fn(usize, usize) + Send + Sync + 'static) {
+        self.progress = Some(Progress(Box::new(report)));
+    }
+
+    /// Reports progress, if a callback is set.
+    pub(crate) fn report_progress(&self, done: usize, total: usize) {
+        if let Some(Progress(report)) = &self.progress {
+            report(done, total);
+        }
     }
 
     /// How many chunks the device has refused (each one retried in halves).

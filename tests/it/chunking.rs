@@ -145,3 +145,27 @@ fn a_refused_chunk_is_retried_in_halves_down_to_one() {
         "{message}"
     );
 }
+
+/// The progress callback sees every chunk of a batch: the rows done grow by the chunk size and
+/// end at the batch's size; a second batch starts again from its first chunk.
+#[test]
+fn progress_is_reported_after_every_chunk() {
+    use std::sync::{Arc, Mutex};
+    let info = ModelInfo::find("planted-centre").expect("fixture");
+    let mut classifier = Classifier::load(info, &Compute::cpu()).expect("load");
+    classifier.set_chunk_size(4);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    classifier.set_progress(move |done, total| log.lock().expect("log").push((done, total)));
+    let pre = info.preprocess();
+    let one = glassbox::view::to_input(&crate::common::pattern(1, pre.width, pre.height), pre);
+    let inputs: Vec<f32> = (0..10).flat_map(|_| one.iter().copied()).collect();
+    classifier.classify(&inputs).expect("classify");
+    classifier
+        .classify(&inputs[..3 * one.len()])
+        .expect("classify");
+    assert_eq!(
+        *seen.lock().expect("log"),
+        [(4, 10), (8, 10), (10, 10), (3, 3)]
+    );
+}
