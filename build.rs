@@ -1581,16 +1581,7 @@ fn registry_source(models: &[Prepared]) -> Result<String, String> {
         )
         .ok();
     }
-    s.push_str("        };\n        result.map(|_| ()).map_err(|e| e.to_string())\n    }\n\n    /// Every parameter of the network passed through `mapper` (e.g. cast to another dtype).\n    pub(crate) fn map(self, mapper: &mut impl burn::module::ModuleMapper) -> Self {\n        use burn::module::Module;\n        match self {\n");
-    for m in models {
-        writeln!(
-            s,
-            "            Net::{v}(m) => Net::{v}(m.map(mapper)),",
-            v = variant(&m.ident)
-        )
-        .ok();
-    }
-    s.push_str("        }\n    }\n}\n");
+    s.push_str("        };\n        result.map(|_| ()).map_err(|e| e.to_string())\n    }\n}\n");
     Ok(s)
 }
 

@@ -161,6 +161,13 @@ impl Classifier {
                     self.refused_chunk(chunk);
                 }
                 Err(reason) => {
+                    let mut reason = root_cause(&reason);
+                    if reason.contains("allocate") {
+                        reason.push_str(&format!(
+                            "; the device's largest buffer is {} MiB",
+                            self.compute().max_buffer_bytes() >> 20
+                        ));
+                    }
                     return Err(Error::Device {
                         device: self.compute().to_string(),
                         reason,
@@ -218,6 +225,29 @@ impl Classifier {
             ));
         }
         Ok(rows)
+    }
+}
+
+/// A backend error chain in one line: the root cause (the first line after the last
+/// "Caused by"), then the outermost message in parentheses. cubecl reports failures as a
+/// multi-line chain with backtrace notes.
+fn root_cause(chain: &str) -> String {
+    let lines: Vec<&str> = chain
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let outer = lines
+        .first()
+        .copied()
+        .unwrap_or("the backend failed without a reason");
+    let root = lines
+        .iter()
+        .rposition(|l| l.starts_with("Caused by"))
+        .and_then(|i| lines.get(i + 1).copied());
+    match root {
+        Some(root) if root != outer => format!("{root} ({outer})"),
+        _ => outer.to_string(),
     }
 }
 

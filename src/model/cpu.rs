@@ -29,7 +29,7 @@
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
@@ -181,14 +181,24 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 
 /// Local response normalisation across channels (ONNX `LRN`, burn's `LocalResponseNorm`):
 /// `x / (k + alpha / size × Σ x²)^beta`, the sum over channels `c - (size-1)/2 ..= c + size/2`.
+///
+/// A model running in f16 (on a GPU) gets its LRN in f32: the zoo models feed LRN activations of
+/// a 0–255 input scale, whose squares pass f16's largest value (65504) from 256 up, and an
+/// infinite sum would silently zero the output. The result is no larger than the input, so it
+/// goes back to f16 exactly as the next layer would have read it.
 pub fn lrn(x: Tensor<4>, size: usize, alpha: f64, beta: f64, k: f64) -> Tensor<4> {
     let burn = |x: Tensor<4>| {
-        burn::nn::LocalResponseNormConfig::new(size)
+        let lrn = burn::nn::LocalResponseNormConfig::new(size)
             .with_alpha(alpha)
             .with_beta(beta)
             .with_k(k)
-            .init()
-            .forward(x)
+            .init();
+        let half = match x.dtype() {
+            DType::F16 => FloatDType::F16,
+            DType::BF16 => FloatDType::BF16,
+            _ => return lrn.forward(x),
+        };
+        lrn.forward(x.cast(FloatDType::F32)).cast(half)
     };
     if !enabled_on(&x) || size == 0 {
         return burn(x);

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use burn::module::{ModuleMapper, Param};
-use burn::store::BurnpackStore;
+use burn::store::{BurnpackStore, FloatCastAdapter};
 use burn::tensor::{FloatDType, Tensor};
 
 use crate::device::Compute;
@@ -110,16 +109,6 @@ impl std::str::FromStr for Precision {
                 "unknown precision '{other}' (f32, f16)"
             ))),
         }
-    }
-}
-
-/// Casts every float parameter of a module to one dtype.
-struct CastParams(FloatDType);
-
-impl ModuleMapper for CastParams {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let dtype = self.0;
-        param.map(|t| t.cast(dtype))
     }
 }
 
@@ -362,13 +351,16 @@ impl Classifier {
                 built_at,
             } => BurnpackStore::from_file(find_weights(info.id(), file_name, built_at)?),
         };
+        if precision != Precision::F32 {
+            // Converted on the host as they load, so no f32 copy of a weight ever reaches the
+            // device (AlexNet's 151 MB fc6 matrix is over lavapipe's 128 MiB binding limit,
+            // and a cast kernel would have to bind it).
+            store = store.with_from_adapter(FloatCastAdapter::to(precision.dtype().into()));
+        }
         net.load(&mut store).map_err(|reason| Error::ModelLoad {
             model: info.id().to_string(),
             reason,
         })?;
-        if precision != Precision::F32 {
-            net = net.map(&mut CastParams(precision.dtype()));
-        }
         let chunk = compute.chunk_for_values(info.max_elems_per_sample(), precision.bytes());
         Ok(Self {
             info,
