@@ -361,7 +361,12 @@ impl Classifier {
             model: info.id().to_string(),
             reason,
         })?;
-        let chunk = compute.chunk_for_values(info.max_elems_per_sample(), precision.bytes());
+        // Inputs reach the device in f32 and are cast there, so their buffer counts at 4 bytes.
+        let pre = info.preprocess();
+        let input = 3 * u64::from(pre.width) * u64::from(pre.height);
+        let chunk = compute
+            .chunk_for_values(info.max_elems_per_sample(), precision.bytes())
+            .min(compute.chunk_for(input));
         Ok(Self {
             info,
             net,

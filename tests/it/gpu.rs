@@ -217,6 +217,14 @@ fn f16_chunks_are_sized_for_two_bytes_per_value() {
         f16.chunk_size(),
         f32.chunk_size()
     );
+    // Inputs arrive in f32 and are cast on the device: where the input is the largest buffer
+    // (the planted fixtures), its f32 size bounds the chunk.
+    let planted = ModelInfo::find("planted-centre").expect("fixture");
+    let input = 3 * 224 * 224;
+    assert_eq!(planted.max_elems_per_sample(), input);
+    let f16 = Classifier::load_with(planted, &small, Precision::F16).expect("load");
+    assert_eq!(f16.chunk_size(), small.chunk_for(input));
+    assert!(f16.chunk_size() as u64 * input * 4 <= small.max_buffer_bytes());
 }
 
 /// LIME in f16 on the GPU finds the planted region, with weights close to the f32 run's.
