@@ -172,7 +172,14 @@ impl Compute {
     pub fn select(request: DeviceRequest) -> Result<(Self, Option<String>)> {
         match request {
             DeviceRequest::Cpu => Ok((Self::cpu(), None)),
-            DeviceRequest::Gpu => gpu().map(|g| (g, None)).map_err(Error::NoGpu),
+            DeviceRequest::Gpu => match gpu() {
+                Ok(g) if cfg!(feature = "spirv") && g.is_software() => Err(Error::NoGpu(format!(
+                    "{} is a software adapter, and this build compiles kernels to SPIR-V (cargo feature `spirv`), which crashes it; use a build without the feature",
+                    g.adapter_name()
+                ))),
+                Ok(g) => Ok((g, None)),
+                Err(why) => Err(Error::NoGpu(why)),
+            },
             DeviceRequest::Auto => match gpu() {
                 Ok(g) if !g.is_software() => Ok((g, None)),
                 Ok(g) => Ok((
