@@ -353,7 +353,7 @@ fn classify(
             "glassbox: {} on {}{}",
             info.id(),
             compute,
-            precision_note(&classifier)
+            precision_note(classifier.precision())
         );
     }
     let pre = info.preprocess();
@@ -643,7 +643,7 @@ fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
         "glassbox: {} on {}{}, {} ({})",
         info.id(),
         compute,
-        precision_note(&classifier),
+        precision_note(classifier.precision()),
         explainer.name(),
         args.params.fill
     );
@@ -712,8 +712,8 @@ fn show_progress(classifier: &mut Classifier) {
 }
 
 /// `, f16` after the device in a banner when the model computes in f16; nothing in f32.
-fn precision_note(classifier: &Classifier) -> String {
-    match classifier.precision() {
+fn precision_note(precision: Precision) -> String {
+    match precision {
         Precision::F32 => String::new(),
         other => format!(", {other}"),
     }
@@ -1068,9 +1068,14 @@ fn compare_images(args: &CompareArgs) -> glassbox::Result<ExitCode> {
     let faithfulness = args.params.faithfulness();
     prepare_out_dir(&args.out)?;
     let compute = select_device(args.device.device.into())?;
-    eprintln!("glassbox: {} vs {} on {compute}", a.0, b.0);
     let mut classifiers = load_models([a.1, b.1], &compute, &args.device)?;
     classifiers.values_mut().for_each(show_progress);
+    eprintln!(
+        "glassbox: {} vs {} on {compute}{}",
+        a.0,
+        b.0,
+        precision_note(args.device.precision.into())
+    );
     let mut failed = false;
     let total = args.images.len();
     for (n, path) in args.images.iter().enumerate() {
@@ -1343,15 +1348,16 @@ fn study(args: &StudyArgs) -> glassbox::Result<ExitCode> {
         );
     }
     let compute = select_device(args.device.device.into())?;
+    let classifiers = load_models(study.models(), &compute, &args.device)?;
     eprintln!(
-        "glassbox: study of {total} images{} on {compute}",
+        "glassbox: study of {total} images{} on {compute}{}",
         if shard.count > 1 {
             format!(" (shard {}/{})", shard.index, shard.count)
         } else {
             String::new()
-        }
+        },
+        precision_note(args.device.precision.into())
     );
-    let classifiers = load_models(study.models(), &compute, &args.device)?;
     let mut bar = Bar::new();
     study.run(&classifiers, |p| bar.update(&p))?;
     bar.finish();
