@@ -184,8 +184,8 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 ///
 /// A model running in f16 (on a GPU) gets its LRN in f32: the zoo models feed LRN activations of
 /// a 0–255 input scale, whose squares pass f16's largest value (65504) from 256 up, and an
-/// infinite sum would silently zero the output. The result is no larger than the input, so it
-/// goes back to f16 exactly as the next layer would have read it.
+/// infinite sum would silently zero the output. With `k ≥ 1` (the zoo models' 1) the result is
+/// no larger than the input, so it fits f16 again.
 pub fn lrn(x: Tensor<4>, size: usize, alpha: f64, beta: f64, k: f64) -> Tensor<4> {
     let burn = |x: Tensor<4>| {
         let lrn = burn::nn::LocalResponseNormConfig::new(size)
