@@ -956,8 +956,23 @@ fn explain_lime(
     let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     render::write_atomic(&name("json"), text.as_bytes())?;
     let t = e.timings;
+    // LIME's own trust signal: how well the linear surrogate fits the model around this image
+    // (weighted R²), and what it predicts for the unperturbed image against the model's p.
+    let fit = e
+        .models
+        .iter()
+        .find(|m| m.class == e.class)
+        .map(|m| {
+            format!(
+                "; surrogate R² {:.2}, predicts {:.2} for p {:.2}",
+                m.score,
+                m.local_prediction,
+                e.original.get(e.class).copied().unwrap_or(f32::NAN)
+            )
+        })
+        .unwrap_or_default();
     Ok(format!(
-        "{}: {label} ({}); {} segments, {} samples: segmentation {:.2} s, perturb+classify {:.2} s, regression {:.3} s{} → {}",
+        "{}: {label} ({}); {} segments, {} samples: segmentation {:.2} s, perturb+classify {:.2} s, regression {:.3} s{fit}{} → {}",
         path.display(),
         e.class,
         e.segmentation.count(),

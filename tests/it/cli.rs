@@ -475,11 +475,13 @@ fn lime_writes_outputs_and_is_reproducible() {
             seed,
         ]
     };
+    let mut lines = Vec::new();
     for (dir, seed) in [(&a, "5"), (&b, "5"), (&c, "6")] {
         let mut extra = args(seed);
         extra.push(image.to_str().expect("utf-8"));
         let run = explain_into(dir, &extra);
         assert!(run.status.success(), "{}", text(&run.stderr));
+        lines.push(text(&run.stderr));
     }
     let base = "coffee.planted-centre.lime";
     for suffix in ["masked.png", "mask.png", "heatmap.png", "json"] {
@@ -522,6 +524,22 @@ fn lime_writes_outputs_and_is_reproducible() {
     for key in ["intercept", "score", "local_prediction"] {
         assert!(da["models"][0][key].is_number(), "{key}");
     }
+    // The summary line shows the explained class's surrogate fit, as the JSON has it.
+    let class = da["class"]["index"].as_u64().expect("class");
+    let fit = da["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .find(|m| m["class"].as_u64() == Some(class))
+        .expect("the explained class is fitted");
+    let number = |v: &serde_json::Value| v.as_f64().expect("number");
+    let shown = format!(
+        "surrogate R² {:.2}, predicts {:.2} for p {:.2}",
+        number(&fit["score"]),
+        number(&fit["local_prediction"]),
+        number(&fit["probability"])
+    );
+    assert!(lines[0].contains(&shown), "{shown:?} not in {}", lines[0]);
 }
 
 #[test]
