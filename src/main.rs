@@ -972,10 +972,11 @@ fn explain_lime(
         })
         .unwrap_or_default();
     Ok(format!(
-        "{}: {label} ({}); {} segments, {} samples: segmentation {:.2} s, perturb+classify {:.2} s, regression {:.3} s{fit}{} → {}",
+        "{}: {label} ({}); {} segment{}, {} samples: segmentation {:.2} s, perturb+classify {:.2} s, regression {:.3} s{fit}{} → {}",
         path.display(),
         e.class,
         e.segmentation.count(),
+        if e.segmentation.count() == 1 { "" } else { "s" },
         options.samples,
         t.segmentation,
         t.perturb_classify,
