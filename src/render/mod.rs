@@ -81,7 +81,8 @@ pub fn diverging(t: f32) -> [u8; 3] {
 }
 
 /// The photo with `values` (one per view pixel) as a colour overlay, and a colour scale on the
-/// right: red where the value is positive (occluding hurt the class), blue where negative.
+/// right: red where the value is positive (occluding hurt the class), blue where negative, with
+/// a thin dark outline where the value changes (between segments or cells).
 pub fn heatmap(photo: &RgbImage, view: &View, values: &[f32], title: &str) -> Result<RgbImage> {
     font()?;
     let vw = view.rgb.width();
@@ -90,11 +91,26 @@ pub fn heatmap(photo: &RgbImage, view: &View, values: &[f32], title: &str) -> Re
     let bar = (pw / 6).clamp(90, 200);
     let caption = 26;
     let mut canvas = RgbImage::from_pixel(pw + bar, ph.max(160) + caption, Rgb([255, 255, 255]));
+    // Outlines between regions of different values (LIME's segments, occlusion cells), about
+    // `line` photo pixels wide whatever the photo's size, so that each region's colour reads as
+    // one region, as lime's `mark_boundaries` draws them.
+    let line = (pw.max(ph) / 450).max(1);
+    let value_at = |x: u32, y: u32| {
+        view.view_pixel(x, y)
+            .map(|(vx, vy)| values[(vy * vw + vx) as usize])
+    };
     for (x, y, px) in photo.enumerate_pixels() {
-        let out = match view.view_pixel(x, y) {
-            Some((vx, vy)) => {
-                let c = diverging(values[(vy * vw + vx) as usize] / extent);
-                Rgb([0, 1, 2].map(|i| (0.45 * px[i] as f32 + 0.55 * c[i] as f32).round() as u8))
+        let out = match value_at(x, y) {
+            Some(v) => {
+                let c = diverging(v / extent);
+                let edge = [(x + line, y), (x, y + line)]
+                    .into_iter()
+                    .any(|(nx, ny)| nx < pw && ny < ph && value_at(nx, ny).is_some_and(|n| n != v));
+                let (photo_share, colour) = if edge { (0.2, [60, 60, 60]) } else { (0.45, c) };
+                Rgb([0, 1, 2].map(|i| {
+                    (photo_share * px[i] as f32 + (1.0 - photo_share) * colour[i] as f32).round()
+                        as u8
+                }))
             }
             None => Rgb(px.0.map(|c| c / 4)),
         };

@@ -6,7 +6,7 @@ use glassbox::compare::{
 };
 use glassbox::explain::lime::{LimeOptions, lime, lime_given};
 use glassbox::explain::{Method, OcclusionOptions, cell_scores, occlusion, occlusion_from};
-use glassbox::render::{BOTH, ONLY_A, ONLY_B, overlay_pixel, superpose};
+use glassbox::render::{BOTH, ONLY_A, ONLY_B, diverging, heatmap, overlay_pixel, superpose};
 use glassbox::view::View;
 use glassbox::{Classifier, Compute, ModelInfo};
 use image::{Rgb, RgbImage};
@@ -86,6 +86,30 @@ fn overlay_colours_follow_the_report_convention() {
     );
     assert_eq!(picture.get_pixel(200, 10).0, blend(ONLY_B), "top right: B");
     assert_eq!(picture.get_pixel(200, 200).0, [33, 33, 33], "bottom right");
+}
+
+#[test]
+fn heatmap_colours_regions_and_outlines_their_borders() {
+    // Left half of the view +1 (red), right half -1 (blue), on a 448-px photo (outlines 1 px).
+    let grey = [100u8, 100, 100];
+    let info = ModelInfo::find("planted-centre").expect("fixture");
+    let photo = RgbImage::from_pixel(448, 448, Rgb(grey));
+    let view = View::new(&photo, info.preprocess());
+    let values: Vec<f32> = (0..224 * 224)
+        .map(|i| if i % 224 < 112 { 1.0 } else { -1.0 })
+        .collect();
+    let picture = heatmap(&photo, &view, &values, "test").expect("heatmap");
+    let tint = |c: [u8; 3]| [0, 1, 2].map(|i| (0.45 * 100.0 + 0.55 * c[i] as f32).round() as u8);
+    assert_eq!(picture.get_pixel(20, 200).0, tint(diverging(1.0)), "red");
+    assert_eq!(picture.get_pixel(400, 200).0, tint(diverging(-1.0)), "blue");
+    // The photo pixel just left of the border (photo x 223 is view x 111, x 224 is view x 112)
+    // is the outline, darker than either side; the one right of it is not.
+    let outline = picture.get_pixel(223, 200).0;
+    assert_eq!(outline, [68, 68, 68], "0.2 × photo + 0.8 × dark grey");
+    assert_eq!(picture.get_pixel(224, 200).0, tint(diverging(-1.0)));
+    assert_eq!(picture.get_pixel(222, 200).0, tint(diverging(1.0)));
+    // No outline inside a region, nor along the photo's edges.
+    assert_eq!(picture.get_pixel(447, 447).0, tint(diverging(-1.0)));
 }
 
 #[test]
