@@ -1,19 +1,29 @@
-//! Where the CPU forward pass spends its time, per kind of layer and per layer.
+//! Where a forward pass spends its time, per kind of layer and per layer.
 //!
 //! ```sh
 //! cargo run --release --features layer-profile --example layers -- efficientnet-lite0 16 5
+//! GLASSBOX_LAYERS_DEVICE=gpu GLASSBOX_LAYERS_PRECISION=f16 \
+//!     cargo run --release --features layer-profile --example layers -- googlenet-tv 256 3
 //! ```
 //!
 //! Arguments: model id (default: the default model), batch size (16), timed passes (5, after one
-//! untimed warm-up). Runs on the CPU backend, where each operation finishes before the next
-//! statement (see `glassbox::model::layers`).
+//! untimed warm-up). Environment: `GLASSBOX_LAYERS_DEVICE` `cpu` (default) or `gpu`,
+//! `GLASSBOX_LAYERS_PRECISION` `f32` (default) or `f16`, `GLASSBOX_LAYERS_TOP` (statements
+//! listed, 15), and the tool's own `GLASSBOX_GPU_CONV=taps` and `GLASSBOX_BURN_KERNELS=1`.
+//!
+//! On the CPU backend each operation finishes before the next statement. On a GPU the example
+//! first times free-running passes (the real throughput; the warm-up pays for autotuning), then
+//! profiles passes that wait for the device after every statement (see
+//! `glassbox::model::layers`), which cost more than free-running ones because burn cannot fuse
+//! across statements: read the table for where the time goes, the first line for how much.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use glassbox::model::Precision;
 use glassbox::model::layers::{self, LayerTime};
 use glassbox::view::to_input;
-use glassbox::{Classifier, Compute, ModelInfo};
+use glassbox::{Classifier, Compute, DeviceRequest, ModelInfo};
 use image::RgbImage;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,8 +34,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let batch: usize = args.get(1).map_or(Ok(16), |b| b.parse())?;
     let runs: usize = args.get(2).map_or(Ok(5), |r| r.parse())?;
+    let gpu = match std::env::var("GLASSBOX_LAYERS_DEVICE").as_deref() {
+        Ok("gpu") => true,
+        Ok("cpu") | Err(_) => false,
+        Ok(other) => return Err(format!("GLASSBOX_LAYERS_DEVICE={other}: cpu or gpu").into()),
+    };
+    let precision: Precision =
+        std::env::var("GLASSBOX_LAYERS_PRECISION").map_or(Ok(Precision::F32), |p| p.parse())?;
     glassbox::device::tune_allocator();
-    let mut classifier = Classifier::load(info, &Compute::cpu())?;
+    if std::env::var("GLASSBOX_GPU_CONV").is_ok_and(|v| v == "taps") {
+        glassbox::model::gpu::set_enabled(true);
+    }
+    if std::env::var_os("GLASSBOX_BURN_KERNELS").is_some() {
+        glassbox::model::cpu::set_enabled(false);
+        glassbox::model::gpu::set_enabled(false);
+    }
+    let compute = if gpu {
+        Compute::select(DeviceRequest::Gpu)?.0
+    } else {
+        Compute::cpu()
+    };
+    let mut classifier = Classifier::load_with(info, &compute, precision)?;
     classifier.set_chunk_size(batch);
 
     let pre = info.preprocess();
@@ -37,23 +66,59 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             to_input(&img, pre)
         })
         .collect();
+    let t = Instant::now();
     classifier.classify(&inputs)?;
+    let warm_up = t.elapsed().as_secs_f64();
+    let per_pass = |s: f64| s / runs as f64 * 1e3;
+    let precision_note = match precision {
+        Precision::F32 => String::new(),
+        other => format!(", {other}"),
+    };
+    if gpu {
+        // `classify` reads the probabilities back, so each pass has finished when it returns.
+        let t = Instant::now();
+        for _ in 0..runs {
+            classifier.classify(&inputs)?;
+        }
+        let free = t.elapsed().as_secs_f64();
+        println!(
+            "{} on {}{precision_note}, batch {batch}: warm-up pass {:.2} s; {runs} free-running passes: {:.1} ms per pass, {:.0} images/s",
+            info.id(),
+            classifier.compute(),
+            warm_up,
+            per_pass(free),
+            (batch * runs) as f64 / free
+        );
+    }
 
     let mut all: Vec<LayerTime> = Vec::new();
     let mut wall = 0.0;
-    for _ in 0..runs {
-        layers::start();
+    // On a GPU, one more untimed pass: synced statements fuse differently, so their kernels are
+    // compiled (and tuned) anew the first time.
+    for run in 0..runs + usize::from(gpu) {
+        if gpu {
+            let compute = compute.clone();
+            layers::start_synced(move || {
+                let _ = compute.sync();
+            });
+        } else {
+            layers::start();
+        }
         let t = Instant::now();
         classifier.classify(&inputs)?;
-        wall += t.elapsed().as_secs_f64();
-        all.extend(layers::take());
+        let (seconds, marks) = (t.elapsed().as_secs_f64(), layers::take());
+        if gpu && run == 0 {
+            continue;
+        }
+        wall += seconds;
+        all.extend(marks);
     }
-    let per_pass = |s: f64| s / runs as f64 * 1e3;
     let marked: f64 = all.iter().map(|l| l.seconds).sum();
     println!(
-        "{} on {}, batch {batch}, {runs} passes: {:.1} ms per pass, {:.1} ms of it in the {} statements of forward ({:.0} %)",
+        "{} on {}{precision_note}, batch {batch}, {runs} {}passes: {:.1} ms per pass, {:.1} ms of it in the {} statements of forward ({:.0} %)",
         info.id(),
         classifier.compute(),
+        if gpu { "synced " } else { "" },
         per_pass(wall),
         per_pass(marked),
         all.len() / runs.max(1),

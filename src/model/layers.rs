@@ -4,7 +4,9 @@
 //! generated `forward`; each mark charges the time since the previous one to the statement that
 //! just ran. On the CPU backend (flex) every operation runs to completion before the next
 //! statement, so the charge is that operation's own time. GPU backends queue work
-//! asynchronously: there the marks measure only the queueing, so profile on the CPU.
+//! asynchronously, so there [`start_synced`] makes every mark wait for the device first: each
+//! statement is then charged its kernels' time, at the price of the fusion burn would have done
+//! across statements (the synced pass is slower than a free-running one; compare both).
 //! `examples/layers.rs` prints the table.
 
 use std::sync::Mutex;
@@ -23,14 +25,26 @@ pub struct LayerTime {
     pub seconds: f64,
 }
 
-/// The clock and what it recorded, for the whole process: a forward pass may run on another
-/// thread than the one that calls `classify` (on the CPU, one of rayon's workers), but passes
-/// run one at a time.
-static CLOCK: Mutex<Option<(Instant, Vec<LayerTime>)>> = Mutex::new(None);
+/// A recording: the last mark's time, the statements timed so far, and what each mark waits
+/// for before it reads the clock (a device sync), if anything.
+type Recording = (Instant, Vec<LayerTime>, Option<Box<dyn Fn() + Send>>);
+
+/// The recording, for the whole process: a forward pass may run on another thread than the one
+/// that calls `classify` (on the CPU, one of rayon's workers), but passes run one at a time.
+static CLOCK: Mutex<Option<Recording>> = Mutex::new(None);
 
 /// Starts recording, dropping what was recorded before.
 pub fn start() {
-    *CLOCK.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), Vec::new()));
+    *CLOCK.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), Vec::new(), None));
+}
+
+/// As [`start`], with `sync` (e.g. `move || { let _ = compute.sync(); }`) called at every mark
+/// before the clock is read, and once here, so that queued work is charged to the statement
+/// that queued it.
+pub fn start_synced(sync: impl Fn() + Send + 'static) {
+    sync();
+    *CLOCK.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some((Instant::now(), Vec::new(), Some(Box::new(sync))));
 }
 
 /// Stops recording and returns every statement timed since [`start`], in order (several
@@ -40,7 +54,7 @@ pub fn take() -> Vec<LayerTime> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take()
-        .map(|(_, v)| v)
+        .map(|(_, v, _)| v)
         .unwrap_or_default()
 }
 
@@ -60,7 +74,10 @@ pub(crate) fn mark_conv(name: &'static str, conv: &Conv2d) {
 
 fn record(name: &'static str, kind: impl FnOnce() -> String) {
     let mut clock = CLOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((last, times)) = clock.as_mut() {
+    if let Some((last, times, sync)) = clock.as_mut() {
+        if let Some(sync) = sync {
+            sync();
+        }
         let now = Instant::now();
         times.push(LayerTime {
             name,
