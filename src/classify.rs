@@ -138,6 +138,9 @@ impl Classifier {
         let (mut bad, mut seen) = (0, 0);
         let mut chunk = self.chunk_size();
         let mut start = 0;
+        if n > 0 {
+            self.report_progress(0, n);
+        }
         while start < n {
             let range = start..(start + chunk).min(n);
             match self.run_chunk(range.clone(), &mut make) {

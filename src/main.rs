@@ -237,12 +237,19 @@ struct DeviceArg {
 }
 
 impl DeviceArg {
-    /// Loads `info` onto `compute` with this batch size and precision.
-    fn load(&self, info: ModelInfo, compute: &Compute) -> glassbox::Result<Classifier> {
+    /// Loads `info` onto `compute` with this batch size and precision, and shows its batches'
+    /// progress (see [`watch_batches`]; `counter`: the variant counter on a terminal).
+    fn load(
+        &self,
+        info: ModelInfo,
+        compute: &Compute,
+        counter: bool,
+    ) -> glassbox::Result<Classifier> {
         let mut classifier = Classifier::load_with(info, compute, self.precision.into())?;
         if let Some(batch) = self.batch {
             classifier.set_chunk_size(batch);
         }
+        watch_batches(&mut classifier, counter);
         Ok(classifier)
     }
 }
@@ -347,7 +354,7 @@ fn classify(
     }
     let info = pick_model(model)?;
     let compute = select_device(device.device.into())?;
-    let classifier = device.load(info, &compute)?;
+    let classifier = device.load(info, &compute, false)?;
     if !json {
         eprintln!(
             "glassbox: {} on {}{}",
@@ -637,8 +644,7 @@ fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
     let faithfulness = args.params.faithfulness();
     prepare_out_dir(&args.out)?;
     let compute = select_device(args.device.device.into())?;
-    let mut classifier = args.device.load(info, &compute)?;
-    show_progress(&mut classifier);
+    let classifier = args.device.load(info, &compute, true)?;
     eprintln!(
         "glassbox: {} on {}{}, {} ({})",
         info.id(),
@@ -692,15 +698,27 @@ fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
     })
 }
 
-/// On a terminal, a line that counts the variants of each batch of at least 64 as they are
-/// classified, and erases itself when the batch is done.
-fn show_progress(classifier: &mut Classifier) {
+/// What the user sees of a classifier's batches:
+/// - with `counter`, on a terminal, a line that counts the variants of each batch of at least
+///   64 as they are classified, and erases itself when the batch is done;
+/// - on a GPU, once per process, a notice when the first chunk of a batch has run for
+///   [`first_chunk_notice_after`]: a model's first run there tunes and compiles its kernels,
+///   which took from 20 s to nearly two minutes on an H100 with nothing else to show.
+fn watch_batches(classifier: &mut Classifier, counter: bool) {
     use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
+    let line = counter && std::io::stderr().is_terminal();
+    let gpu = classifier
+        .compute()
+        .is_gpu()
+        .then(|| classifier.compute().to_string());
+    if !line && gpu.is_none() {
         return;
     }
-    classifier.set_progress(|done, total| {
-        if total < 64 {
+    classifier.set_progress(move |done, total| {
+        if let Some(device) = &gpu {
+            first_chunk_watch(done, device);
+        }
+        if !line || total < 64 {
             return;
         }
         if done < total {
@@ -709,6 +727,66 @@ fn show_progress(classifier: &mut Classifier) {
             eprint!("\r\x1b[K");
         }
     });
+}
+
+/// When the batch in flight started, while its first chunk runs; shared by every classifier
+/// of the process and the thread that watches it.
+static FIRST_CHUNK_SINCE: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+
+/// How long a first chunk may run on a GPU before the notice: 10 s, or
+/// `GLASSBOX_FIRST_CHUNK_NOTICE_S` seconds (0: at every first chunk's start, which the tests
+/// use to see the notice without a slow device).
+fn first_chunk_notice_after() -> std::time::Duration {
+    std::env::var("GLASSBOX_FIRST_CHUNK_NOTICE_S")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(std::time::Duration::from_secs(10), |s| {
+            std::time::Duration::from_secs_f64(s)
+        })
+}
+
+/// Progress callback part of [`watch_batches`] on a GPU: a batch start (`done == 0`) arms the
+/// watch, any finished chunk disarms it. The first arming starts the watching thread.
+fn first_chunk_watch(done: usize, device: &str) {
+    static WATCHER: std::sync::Once = std::sync::Once::new();
+    let after = first_chunk_notice_after();
+    if done == 0 && after.is_zero() {
+        WATCHER.call_once(|| first_chunk_notice(device, after));
+        return;
+    }
+    *FIRST_CHUNK_SINCE.lock().unwrap_or_else(|e| e.into_inner()) = (done == 0).then(Instant::now);
+    if done == 0 {
+        let device = device.to_string();
+        WATCHER.call_once(move || {
+            // Polls a few times a second until it has spoken once; it never keeps the process
+            // alive (Rust does not wait for spawned threads at exit).
+            std::thread::spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                    let since = *FIRST_CHUNK_SINCE.lock().unwrap_or_else(|e| e.into_inner());
+                    if since.is_some_and(|t| t.elapsed() >= after) {
+                        first_chunk_notice(&device, after);
+                        return;
+                    }
+                }
+            });
+        });
+    }
+}
+
+fn first_chunk_notice(device: &str, after: std::time::Duration) {
+    use std::io::IsTerminal;
+    // Over the variant counter, if one is drawn.
+    let erase = if std::io::stderr().is_terminal() {
+        "\r\x1b[K"
+    } else {
+        ""
+    };
+    eprintln!(
+        "{erase}glassbox: the first chunk on {device} has run for {:.0} s: a model's first run on a GPU tunes and compiles its kernels, which can take minutes; later runs reuse them from the on-disk cache",
+        after.as_secs_f64()
+    );
 }
 
 /// `, f16` after the device in a banner when the model computes in f16; nothing in f32.
@@ -1062,17 +1140,19 @@ fn parse_spec(
     ))
 }
 
-/// Loads each model once (warning once about synthetic weights).
+/// Loads each model once (warning once about synthetic weights); `counter` as for
+/// [`DeviceArg::load`].
 fn load_models(
     models: impl IntoIterator<Item = ModelInfo>,
     compute: &Compute,
     device: &DeviceArg,
+    counter: bool,
 ) -> glassbox::Result<HashMap<&'static str, Classifier>> {
     let mut loaded = HashMap::new();
     for info in models {
         if !loaded.contains_key(info.id()) {
             let info = pick_model(Some(info.id()))?;
-            loaded.insert(info.id(), device.load(info, compute)?);
+            loaded.insert(info.id(), device.load(info, compute, counter)?);
         }
     }
     Ok(loaded)
@@ -1084,8 +1164,7 @@ fn compare_images(args: &CompareArgs) -> glassbox::Result<ExitCode> {
     let faithfulness = args.params.faithfulness();
     prepare_out_dir(&args.out)?;
     let compute = select_device(args.device.device.into())?;
-    let mut classifiers = load_models([a.1, b.1], &compute, &args.device)?;
-    classifiers.values_mut().for_each(show_progress);
+    let classifiers = load_models([a.1, b.1], &compute, &args.device, true)?;
     eprintln!(
         "glassbox: {} vs {} on {compute}{}",
         a.0,
@@ -1364,7 +1443,8 @@ fn study(args: &StudyArgs) -> glassbox::Result<ExitCode> {
         );
     }
     let compute = select_device(args.device.device.into())?;
-    let classifiers = load_models(study.models(), &compute, &args.device)?;
+    // The study draws its own progress bar.
+    let classifiers = load_models(study.models(), &compute, &args.device, false)?;
     eprintln!(
         "glassbox: study of {total} images{} on {compute}{}",
         if shard.count > 1 {

@@ -404,9 +404,11 @@ impl Classifier {
         self.chunk.store(chunk.max(1), Ordering::Relaxed);
     }
 
-    /// Calls `report(done, total)` after every chunk of every batch this classifier runs:
-    /// `done` of the batch's `total` rows are classified (`done == total` ends the batch). For
-    /// progress displays during long explanations (LIME's 1000 variants take seconds on a CPU).
+    /// Calls `report(0, total)` when a batch of `total` rows starts and `report(done, total)`
+    /// after each of its chunks: `done` rows are classified (`done == total` ends the batch).
+    /// For progress displays during long explanations (LIME's 1000 variants take seconds on a
+    /// CPU), and for telling a user why a first chunk is slow (a GPU's first run of a model
+    /// tunes and compiles its kernels).
     pub fn set_progress(&mut self, report: impl Fn(usize, usize) + Send + Sync + 'static) {
         self.progress = Some(Progress(Box::new(report)));
     }

@@ -146,8 +146,8 @@ fn a_refused_chunk_is_retried_in_halves_down_to_one() {
     );
 }
 
-/// The progress callback sees every chunk of a batch: the rows done grow by the chunk size and
-/// end at the batch's size; a second batch starts again from its first chunk.
+/// The progress callback sees every batch start (0 rows done) and every chunk: the rows done
+/// grow by the chunk size and end at the batch's size; a second batch starts again from 0.
 #[test]
 fn progress_is_reported_after_every_chunk() {
     use std::sync::{Arc, Mutex};
@@ -166,6 +166,6 @@ fn progress_is_reported_after_every_chunk() {
         .expect("classify");
     assert_eq!(
         *seen.lock().expect("log"),
-        [(4, 10), (8, 10), (10, 10), (3, 3)]
+        [(0, 10), (4, 10), (8, 10), (10, 10), (0, 3), (3, 3)]
     );
 }

@@ -345,3 +345,50 @@ fn lrn_of_large_f16_activations_matches_f32() {
         );
     }
 }
+
+/// The CLI tells the user once per process why a GPU's first chunk is slow (kernels being tuned
+/// and compiled), never on the CPU, and not when chunks are quick. The notice's delay is set to
+/// 0 s here so that it fires without a slow device; by default it is 10 s, far more than the
+/// planted model's chunks take on lavapipe.
+#[test]
+fn the_cli_explains_a_slow_first_gpu_chunk_once() {
+    if gpu().is_none() {
+        return;
+    }
+    let image = crate::common::data("coffee.png");
+    let run = |device: &str, notice_after: Option<&str>| {
+        let out = crate::common::scratch(&format!(
+            "first_chunk_{device}_{}",
+            notice_after.unwrap_or("default")
+        ));
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_glassbox"));
+        command.args([
+            "explain",
+            "--model",
+            "planted-centre",
+            "--device",
+            device,
+            "--out",
+            crate::common::path_str(&out),
+            crate::common::path_str(&image),
+            crate::common::path_str(&image),
+        ]);
+        if let Some(seconds) = notice_after {
+            command.env("GLASSBOX_FIRST_CHUNK_NOTICE_S", seconds);
+        } else {
+            command.env_remove("GLASSBOX_FIRST_CHUNK_NOTICE_S");
+        }
+        let output = command.output().expect("run glassbox");
+        assert!(output.status.success(), "{output:?}");
+        crate::common::text(&output.stderr)
+            .matches("tunes and compiles its kernels")
+            .count()
+    };
+    assert_eq!(
+        run("gpu", Some("0")),
+        1,
+        "two images, many batches, one notice"
+    );
+    assert_eq!(run("cpu", Some("0")), 0, "never on the CPU");
+    assert_eq!(run("gpu", None), 0, "quick chunks: no notice");
+}
