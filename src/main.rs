@@ -703,7 +703,7 @@ fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
 ///   64 as they are classified, and erases itself when the batch is done;
 /// - on a GPU, once per process, a notice when the first chunk of a batch has run for
 ///   [`first_chunk_notice_after`]: a model's first run there tunes and compiles its kernels,
-///   which took from 20 s to nearly two minutes on an H100 with nothing else to show.
+///   which took from 20 s to nearly two minutes on an H100 and an H200, with nothing to show.
 fn watch_batches(classifier: &mut Classifier, counter: bool) {
     use std::io::IsTerminal;
     let line = counter && std::io::stderr().is_terminal();
