@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU figures of README's "Performance" section in one run, for a machine with a GPU: LIME
 # (1000 samples, quickshift) and a 20×20 occlusion of each model, for every combination of
-# precision (f32, f16) and dense-convolution path (burn's kernels, glassbox's tap sums).
+# precision (f32, f16) and dense-convolution path (burn's kernels, glassbox's tap sums and
+# im2col products; see glassbox::model::gpu).
 #
 #   benches/gpu.sh [BINARY]          BINARY defaults to target/release/glassbox
 #   GLASSBOX_GPU_MODELS="googlenet-tv" benches/gpu.sh
@@ -30,7 +31,7 @@ read -ra patterns <<<"${GLASSBOX_GPU_RUNS:-*}"
 "$bin" models | head -n 20 >&2
 for model in $models; do
   for precision in f32 f16; do
-    for conv in burn taps; do
+    for conv in burn taps im2col; do
       for method in lime elbow; do
         run="$precision/$conv/$method" wanted=
         for pattern in "${patterns[@]}"; do
@@ -43,11 +44,7 @@ for model in $models; do
         [ "$method" = elbow ] && args+=(--grid 20)
         limit=()
         [ -n "${GLASSBOX_GPU_TIMEOUT:-}" ] && limit=(timeout "$GLASSBOX_GPU_TIMEOUT")
-        if [ "$conv" = taps ]; then
-          log=$(GLASSBOX_GPU_CONV=taps "${limit[@]}" "$bin" "${args[@]}" 2>&1) && rc=0 || rc=$?
-        else
-          log=$("${limit[@]}" "$bin" "${args[@]}" 2>&1) && rc=0 || rc=$?
-        fi
+        log=$(GLASSBOX_GPU_CONV=$conv "${limit[@]}" "$bin" "${args[@]}" 2>&1) && rc=0 || rc=$?
         # "[2/4] photo: ... (0.41 s)": the seconds of each image, in order.
         times=$(grep -E '^\[[0-9]+/4\]' <<<"$log" | sed -E 's/.*\(([0-9.]+) s\)$/\1/' || true)
         if [ "$(wc -l <<<"$times")" -ne 4 ] || [ -z "$times" ]; then

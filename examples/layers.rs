@@ -42,8 +42,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let precision: Precision =
         std::env::var("GLASSBOX_LAYERS_PRECISION").map_or(Ok(Precision::F32), |p| p.parse())?;
     glassbox::device::tune_allocator();
-    if std::env::var("GLASSBOX_GPU_CONV").is_ok_and(|v| v == "taps") {
-        glassbox::model::gpu::set_enabled(true);
+    if let Ok(path) = std::env::var("GLASSBOX_GPU_CONV") {
+        glassbox::model::gpu::set_path(path.parse()?);
     }
     if std::env::var_os("GLASSBOX_BURN_KERNELS").is_some() {
         glassbox::model::cpu::set_enabled(false);

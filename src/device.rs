@@ -304,6 +304,7 @@ fn gpu() -> std::result::Result<Compute, String> {
                 use burn::tensor::wgpu::wgpu::{DeviceType, Features};
                 let software = info.device_type == DeviceType::Cpu;
                 let f16 = setup.device.features().contains(Features::SHADER_F16);
+                crate::model::gpu::set_buffer_limit(max);
                 Ok(Compute {
                     device,
                     backend: Backend::Gpu {

@@ -291,8 +291,14 @@ fn main() -> ExitCode {
     glassbox::device::tune_allocator();
     // Opt-in GPU convolutions (see glassbox::model::gpu), and a baseline for timing comparisons
     // that runs every layer through burn's own kernels.
-    if std::env::var("GLASSBOX_GPU_CONV").is_ok_and(|v| v == "taps") {
-        glassbox::model::gpu::set_enabled(true);
+    if let Ok(path) = std::env::var("GLASSBOX_GPU_CONV") {
+        match path.parse() {
+            Ok(path) => glassbox::model::gpu::set_path(path),
+            Err(e) => {
+                eprintln!("glassbox: error: GLASSBOX_GPU_CONV: {e}");
+                return ExitCode::from(2);
+            }
+        }
     }
     if std::env::var_os("GLASSBOX_BURN_KERNELS").is_some() {
         glassbox::model::cpu::set_enabled(false);

@@ -1,96 +1,248 @@
-//! Dense convolutions on a GPU as a sum of matrix products, one per kernel tap (opt-in).
+//! Dense convolutions on a GPU as matrix products (opt-in): per kernel tap, or over an im2col
+//! block.
 //!
 //! burn's wgpu backend runs a dense 3×3 or 5×5 convolution with its direct kernel unless the
 //! adapter offers cooperative-matrix (tensor core) instructions, which WGSL does not: GoogLeNet
-//! ran at about 760 images/s on an H100 that way. A convolution is also the sum over its kernel
-//! taps `(ky, kx)` of a 1×1 convolution of the input shifted by that tap, i.e. of the matrix
-//! product `W[:, :, ky, kx] × x_shifted`, which burn runs with its tuned matmul. Every buffer
-//! stays the size of the input or output (no `kh × kw` times larger im2col block), so chunk
-//! sizing is unchanged.
+//! ran at about 760 images/s on an H100 that way. Two other ways run it on burn's tuned matmul:
 //!
-//! Measured on an NVIDIA H200 (Vulkan), same binary and machine: a warm GoogLeNet (torchvision)
-//! LIME takes 1.11 s instead of 1.32 s, a 20×20 occlusion 0.41 s instead of 0.49 s, and GPU and
-//! CPU probabilities agree to 9.4e-7. But the first image of a process with an empty autotune
-//! cache took 107 s instead of about 21 s (every matmul shape is tuned), so it is off by
-//! default: [`set_enabled`] turns it on for a long-running process, `GLASSBOX_GPU_CONV=taps` for
-//! the command-line tool.
+//! - [`ConvPath::Taps`]: a convolution is the sum over its kernel taps `(ky, kx)` of a 1×1
+//!   convolution of the input shifted by that tap, i.e. of the matrix product
+//!   `W[:, :, ky, kx] × x_shifted`. Every buffer stays the size of the input or output, so chunk
+//!   sizing is unchanged, but the output is written and read back once per tap.
+//!   Measured on an NVIDIA H200 (Vulkan), same binary and machine: a warm GoogLeNet
+//!   (torchvision) LIME takes 1.11 s instead of 1.32 s, a 20×20 occlusion 0.41 s instead of
+//!   0.49 s, and GPU and CPU probabilities agree to 9.4e-7. But the first image of a process
+//!   with an empty autotune cache took 107 s instead of about 21 s (every matmul shape is tuned).
+//! - [`ConvPath::Im2col`]: the `kh × kw` shifted copies of the input are laid side by side,
+//!   `[n, kh·kw·cin, ho·wo]`, and multiplied by the weights `[cout, kh·kw·cin]` in one product
+//!   whose inner dimension is `kh·kw` times larger: fewer, larger kernels, and the output is
+//!   written once, at the price of a block `kh·kw` times the input. The batch is split so that
+//!   no block exceeds the device's buffer limit ([`set_buffer_limit`]). Not yet timed on a
+//!   hardware GPU.
+//!
+//! Both are off by default: [`set_path`] chooses for the whole process, `GLASSBOX_GPU_CONV=taps`
+//! or `=im2col` for the command-line tool.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use burn::nn::conv::Conv2d;
 use burn::tensor::ops::PadMode;
-use burn::tensor::{Tensor, s};
+use burn::tensor::{DType, Tensor, s};
 
-static TAPS: AtomicBool = AtomicBool::new(false);
+use crate::{Error, Result};
 
-/// Turns the tap-sum convolution on or off (the default) for the whole process: off, every GPU
-/// convolution runs burn's own kernel.
+/// How the generated models run dense convolutions on a GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConvPath {
+    /// burn's own kernels (the default).
+    #[default]
+    Burn,
+    /// A sum of per-tap matrix products ([`conv2d_taps`]).
+    Taps,
+    /// One matrix product over an im2col block ([`conv2d_im2col`]).
+    Im2col,
+}
+
+impl std::str::FromStr for ConvPath {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "burn" => Ok(Self::Burn),
+            "taps" => Ok(Self::Taps),
+            "im2col" => Ok(Self::Im2col),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown GPU convolution path '{other}' (burn, taps, im2col)"
+            ))),
+        }
+    }
+}
+
+static PATH: AtomicU8 = AtomicU8::new(0);
+
+/// Chooses the GPU convolution path for the whole process.
+pub fn set_path(path: ConvPath) {
+    PATH.store(path as u8, Ordering::Relaxed);
+}
+
+/// The GPU convolution path in use.
+pub fn path() -> ConvPath {
+    match PATH.load(Ordering::Relaxed) {
+        1 => ConvPath::Taps,
+        2 => ConvPath::Im2col,
+        _ => ConvPath::Burn,
+    }
+}
+
+/// [`ConvPath::Taps`] when `enabled`, else [`ConvPath::Burn`].
 pub fn set_enabled(enabled: bool) {
-    TAPS.store(enabled, Ordering::Relaxed);
+    set_path(if enabled {
+        ConvPath::Taps
+    } else {
+        ConvPath::Burn
+    });
 }
 
-/// Whether the generated models use [`conv2d`] on a GPU.
+/// Whether the generated models route GPU convolutions through [`conv2d`].
 pub fn enabled() -> bool {
-    TAPS.load(Ordering::Relaxed)
+    path() != ConvPath::Burn
 }
 
-/// Fewest input channels for which the tap sum is used: each product's inner dimension is the
-/// channel count, and a thinner one (a stem over RGB) leaves the matmul idle.
+/// The largest buffer the GPU takes, in bytes, which bounds im2col blocks; the GPU device sets
+/// it when it starts (128 MiB, the smallest limit met so far, until then).
+static BUFFER_LIMIT: AtomicU64 = AtomicU64::new(128 << 20);
+
+/// Records the GPU's largest buffer (see [`ConvPath::Im2col`]).
+pub fn set_buffer_limit(bytes: u64) {
+    BUFFER_LIMIT.store(bytes.max(1), Ordering::Relaxed);
+}
+
+/// `conv` applied to `x` by the process's [`path`], or `None` where burn's kernel is kept.
+pub fn conv2d(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
+    match path() {
+        ConvPath::Burn => None,
+        ConvPath::Taps => conv2d_taps(conv, x),
+        ConvPath::Im2col => conv2d_im2col(conv, x, BUFFER_LIMIT.load(Ordering::Relaxed)),
+    }
+}
+
+/// Fewest input channels for which the matrix products are used: each product's inner
+/// dimension grows with the channel count, and a thin one (a stem over RGB) leaves the matmul
+/// idle.
 const MIN_CHANNELS: usize = 16;
+
+/// The shape of a convolution that the matrix-product paths take.
+struct Geometry {
+    cin: usize,
+    cout: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    out: [usize; 2],
+}
+
+impl Geometry {
+    /// The geometry and the zero-padded input, or `None` where burn's kernel is kept (1×1,
+    /// grouped, dilated or `Same`-padded convolutions, few input channels).
+    fn of(conv: &Conv2d, x: &Tensor<4>) -> Option<(Self, Tensor<4>)> {
+        let [cout, cin, kh, kw] = conv.weight.val().dims();
+        let [_, channels, height, width] = x.dims();
+        let [sh, sw] = conv.stride;
+        if conv.groups != 1
+            || channels != cin
+            || cin < MIN_CHANNELS
+            || kh * kw <= 1
+            || conv.dilation != [1, 1]
+            || sh == 0
+            || sw == 0
+        {
+            return None;
+        }
+        let [top, left, bottom, right] = super::cpu::padding(&conv.padding)?;
+        let (padded_h, padded_w) = (height + top + bottom, width + left + right);
+        if padded_h < kh || padded_w < kw {
+            return None;
+        }
+        let out = [(padded_h - kh) / sh + 1, (padded_w - kw) / sw + 1];
+        let padded = if top + left + bottom + right > 0 {
+            x.clone()
+                .pad([(top, bottom), (left, right)], PadMode::Constant(0.0))
+        } else {
+            x.clone()
+        };
+        let geometry = Self {
+            cin,
+            cout,
+            kernel: [kh, kw],
+            stride: [sh, sw],
+            out,
+        };
+        Some((geometry, padded))
+    }
+
+    /// Tap `(ky, kx)` of every output pixel, `[n, cin, ho·wo]`, from the padded input.
+    fn shifted(&self, padded: &Tensor<4>, ky: usize, kx: usize) -> Tensor<3> {
+        let ([ho, wo], [sh, sw]) = (self.out, self.stride);
+        let (y_end, x_end) = (ky + (ho - 1) * sh + 1, kx + (wo - 1) * sw + 1);
+        let n = padded.dims()[0];
+        padded
+            .clone()
+            .slice(s![.., .., ky..y_end;sh as isize, kx..x_end;sw as isize])
+            .reshape([n, self.cin, ho * wo])
+    }
+
+    /// The products `[n, cout, ho·wo]` plus the bias, as NCHW.
+    fn finish(&self, conv: &Conv2d, y: Tensor<3>) -> Tensor<4> {
+        let [ho, wo] = self.out;
+        let y = match &conv.bias {
+            Some(bias) => y + bias.val().reshape([1, self.cout, 1]),
+            None => y,
+        };
+        let n = y.dims()[0];
+        y.reshape([n, self.cout, ho, wo])
+    }
+}
 
 /// `conv` applied to `x` (on any device) as a sum of per-tap matrix products, or `None` where
 /// burn's kernel is kept (1×1, grouped, dilated or `Same`-padded convolutions, few input channels).
-pub fn conv2d(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
-    let weight = conv.weight.val();
-    let [cout, cin, kh, kw] = weight.dims();
-    let [n, channels, height, width] = x.dims();
-    let [sh, sw] = conv.stride;
-    if conv.groups != 1
-        || channels != cin
-        || cin < MIN_CHANNELS
-        || kh * kw <= 1
-        || conv.dilation != [1, 1]
-        || sh == 0
-        || sw == 0
-    {
-        return None;
-    }
-    let [top, left, bottom, right] = super::cpu::padding(&conv.padding)?;
-    let (padded_h, padded_w) = (height + top + bottom, width + left + right);
-    if padded_h < kh || padded_w < kw {
-        return None;
-    }
-    let (ho, wo) = ((padded_h - kh) / sh + 1, (padded_w - kw) / sw + 1);
-    let padded = if top + left + bottom + right > 0 {
-        x.clone()
-            .pad([(top, bottom), (left, right)], PadMode::Constant(0.0))
-    } else {
-        x.clone()
-    };
+pub fn conv2d_taps(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
+    let (g, padded) = Geometry::of(conv, x)?;
+    let [kh, kw] = g.kernel;
     // [kh, kw, cout, cin]: tap (ky, kx)'s weights are one contiguous [cout, cin] matrix.
-    let taps = weight.permute([2, 3, 0, 1]);
+    let taps = conv.weight.val().permute([2, 3, 0, 1]);
     let mut sum: Option<Tensor<3>> = None;
     for ky in 0..kh {
         for kx in 0..kw {
-            let (y_end, x_end) = (ky + (ho - 1) * sh + 1, kx + (wo - 1) * sw + 1);
-            let shifted = padded
-                .clone()
-                .slice(s![.., .., ky..y_end;sh as isize, kx..x_end;sw as isize])
-                .reshape([n, cin, ho * wo]);
             let w = taps
                 .clone()
                 .slice(s![ky..ky + 1, kx..kx + 1, .., ..])
-                .reshape([1, cout, cin]);
-            let product = w.matmul(shifted);
+                .reshape([1, g.cout, g.cin]);
+            let product = w.matmul(g.shifted(&padded, ky, kx));
             sum = Some(match sum {
                 Some(acc) => acc + product,
                 None => product,
             });
         }
     }
-    let mut y = sum?;
-    if let Some(bias) = &conv.bias {
-        y = y + bias.val().reshape([1, cout, 1]);
-    }
-    Some(y.reshape([n, cout, ho, wo]))
+    Some(g.finish(conv, sum?))
+}
+
+/// `conv` applied to `x` (on any device) as one matrix product per block of images over their
+/// im2col block `[images, kh·kw·cin, ho·wo]` (tap-major rows), each block at most three quarters
+/// of `buffer_limit` bytes; `None` where burn's kernel is kept (as for [`conv2d_taps`]).
+pub fn conv2d_im2col(conv: &Conv2d, x: &Tensor<4>, buffer_limit: u64) -> Option<Tensor<4>> {
+    let (g, padded) = Geometry::of(conv, x)?;
+    let ([kh, kw], [ho, wo]) = (g.kernel, g.out);
+    let k = kh * kw * g.cin;
+    // [cout, kh, kw, cin] flattened: column (ky·kw + kx)·cin + c, as the block's rows.
+    let w = conv
+        .weight
+        .val()
+        .permute([0, 2, 3, 1])
+        .reshape([1, g.cout, k]);
+    let n = x.dims()[0];
+    let bytes = match x.dtype() {
+        DType::F16 | DType::BF16 => 2,
+        _ => 4,
+    };
+    let per_image = (k * ho * wo * bytes) as u64;
+    let images = ((buffer_limit / 4 * 3) / per_image.max(1)).clamp(1, n as u64) as usize;
+    let parts: Vec<Tensor<4>> = (0..n)
+        .step_by(images)
+        .map(|start| {
+            let end = (start + images).min(n);
+            let part = if images < n {
+                padded.clone().slice(s![start..end, .., .., ..])
+            } else {
+                padded.clone()
+            };
+            let rows: Vec<Tensor<3>> = (0..kh * kw)
+                .map(|t| g.shifted(&part, t / kw, t % kw))
+                .collect();
+            g.finish(conv, w.clone().matmul(Tensor::cat(rows, 1)))
+        })
+        .collect();
+    Some(if parts.len() == 1 {
+        parts.into_iter().next()?
+    } else {
+        Tensor::cat(parts, 0)
+    })
 }

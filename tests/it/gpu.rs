@@ -98,19 +98,21 @@ fn a_chunk_over_the_adapters_buffer_limit_is_retried_in_halves() {
     }
 }
 
-/// Dense convolutions as sums of per-tap matrix products (`glassbox::model::gpu`) equal burn's
-/// own GPU kernel: GoogLeNet's 3×3 shapes, a strided and asymmetrically padded one, with and
-/// without bias.
+/// Dense convolutions as matrix products (`glassbox::model::gpu`), as sums of per-tap products
+/// and over im2col blocks, equal burn's own GPU kernel: GoogLeNet's 3×3 shapes, a strided and
+/// asymmetrically padded one, a 5×5, with and without bias. The im2col path also runs with a
+/// buffer limit that fits one image's block only, so that it splits the batch.
 #[test]
-fn tap_sum_convolutions_equal_burns_kernel_on_the_gpu() {
+fn matrix_product_convolutions_equal_burns_kernel_on_the_gpu() {
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Tensor, TensorData};
+    use glassbox::model::gpu::{conv2d_im2col, conv2d_taps};
     let Some(compute) = gpu() else { return };
     let device = compute.device();
     let cases = [
         ([16, 8], [3, 3], 1, [1, 1, 1, 1], true, [2, 16, 12, 12]),
-        ([24, 5], [3, 3], 2, [1, 0, 2, 1], true, [1, 24, 11, 9]),
+        ([24, 5], [3, 3], 2, [1, 0, 2, 1], true, [3, 24, 11, 9]),
         ([16, 4], [5, 5], 1, [2, 2, 2, 2], false, [2, 16, 7, 8]),
         ([32, 6], [3, 3], 1, [0, 0, 0, 0], true, [1, 32, 6, 6]),
     ];
@@ -125,17 +127,37 @@ fn tap_sum_convolutions_equal_burns_kernel_on_the_gpu() {
             .map(|i| ((i * 7919 % 1009) as f32) / 504.5 - 1.0)
             .collect();
         let x = Tensor::<4>::from_data(TensorData::new(values, shape), device);
-        let got = glassbox::model::gpu::conv2d(&conv, &x).expect("the tap sum applies");
-        let want = conv.forward(x);
-        assert_eq!(got.dims(), want.dims());
-        let got: Vec<f32> = got.into_data().try_to_vec().expect("f32");
+        let want = conv.forward(x.clone());
+        // One image's im2col block: kh·kw·cin values per output pixel, 4 bytes each.
+        let [_, _, ho, wo] = want.dims();
+        let one_block = (kernel[0] * kernel[1] * cin * ho * wo * 4) as u64;
+        let paths = [
+            ("taps", conv2d_taps(&conv, &x)),
+            ("im2col", conv2d_im2col(&conv, &x, 1 << 30)),
+            (
+                "im2col, one image per block",
+                conv2d_im2col(&conv, &x, one_block / 3 * 4),
+            ),
+        ];
+        let want_dims = want.dims();
         let want: Vec<f32> = want.into_data().try_to_vec().expect("f32");
-        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                "{cin}->{cout} {kernel:?} stride {stride}: element {i}: {a} vs {b}"
-            );
+        for (path, got) in paths {
+            let got = got.unwrap_or_else(|| panic!("{path} applies"));
+            assert_eq!(got.dims(), want_dims, "{path}");
+            let got: Vec<f32> = got.into_data().try_to_vec().expect("f32");
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{path}: {cin}->{cout} {kernel:?} stride {stride}: element {i}: {a} vs {b}"
+                );
+            }
         }
+    }
+    // Where burn's kernel is kept: a 1×1 convolution, and a stem over 3 channels.
+    for ([cin, cout], kernel) in [([16, 8], [1, 1]), ([3, 8], [3, 3])] {
+        let conv = Conv2dConfig::new([cin, cout], kernel).init(device);
+        let x = Tensor::<4>::zeros([1, cin, 8, 8], device);
+        assert!(conv2d_taps(&conv, &x).is_none() && conv2d_im2col(&conv, &x, 1 << 30).is_none());
     }
 }
 
