@@ -740,8 +740,8 @@ fn watch_batches(classifier: &mut Classifier, counter: bool) {
 static FIRST_CHUNK_SINCE: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
 
 /// How long a first chunk may run on a GPU before the notice: 10 s, or
-/// `GLASSBOX_FIRST_CHUNK_NOTICE_S` seconds (0: at every first chunk's start, which the tests
-/// use to see the notice without a slow device).
+/// `GLASSBOX_FIRST_CHUNK_NOTICE_S` seconds (0: as soon as the first batch starts, which the
+/// tests use to see the notice without a slow device).
 fn first_chunk_notice_after() -> std::time::Duration {
     std::env::var("GLASSBOX_FIRST_CHUNK_NOTICE_S")
         .ok()
