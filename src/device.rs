@@ -286,9 +286,16 @@ impl fmt::Display for Compute {
     }
 }
 
+/// The process-wide wgpu device, or why there is none, once [`gpu`] has asked for it.
+static GPU: OnceLock<std::result::Result<Compute, String>> = OnceLock::new();
+
+/// The largest buffer of the process's GPU, once it has been started (by [`Compute::select`]).
+pub(crate) fn gpu_buffer_limit() -> Option<u64> {
+    Some(GPU.get()?.as_ref().ok()?.max_buffer_bytes)
+}
+
 /// The process-wide wgpu device, initialised on first use.
 fn gpu() -> std::result::Result<Compute, String> {
-    static GPU: OnceLock<std::result::Result<Compute, String>> = OnceLock::new();
     GPU.get_or_init(|| {
         // A broken driver may panic inside wgpu rather than return an error; treat both alike.
         let init = catch_unwind(AssertUnwindSafe(|| {
@@ -304,7 +311,6 @@ fn gpu() -> std::result::Result<Compute, String> {
                 use burn::tensor::wgpu::wgpu::{DeviceType, Features};
                 let software = info.device_type == DeviceType::Cpu;
                 let f16 = setup.device.features().contains(Features::SHADER_F16);
-                crate::model::gpu::set_buffer_limit(max);
                 Ok(Compute {
                     device,
                     backend: Backend::Gpu {

@@ -17,17 +17,16 @@
 //!   `[n, kh·kw·cin, ho·wo]`, and multiplied by the weights `[cout, kh·kw·cin]` in one product
 //!   whose inner dimension is `kh·kw` times larger: fewer, larger kernels, and the output is
 //!   written once, at the price of a block `kh·kw` times the input. The batch is split so that
-//!   no block exceeds the device's buffer limit ([`set_buffer_limit`]). Not yet timed on a
-//!   hardware GPU.
+//!   no block exceeds the GPU's buffer limit. Not yet timed on a hardware GPU.
 //!
 //! Both are off by default: [`set_path`] chooses for the whole process, `GLASSBOX_GPU_CONV=taps`
 //! or `=im2col` for the command-line tool.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::nn::conv::Conv2d;
 use burn::tensor::ops::PadMode;
-use burn::tensor::{DType, Tensor, s};
+use burn::tensor::{Tensor, s};
 
 use crate::{Error, Result};
 
@@ -87,21 +86,21 @@ pub fn enabled() -> bool {
     path() != ConvPath::Burn
 }
 
-/// The largest buffer the GPU takes, in bytes, which bounds im2col blocks; the GPU device sets
-/// it when it starts (128 MiB, the smallest limit met so far, until then).
-static BUFFER_LIMIT: AtomicU64 = AtomicU64::new(128 << 20);
-
-/// Records the GPU's largest buffer (see [`ConvPath::Im2col`]).
-pub fn set_buffer_limit(bytes: u64) {
-    BUFFER_LIMIT.store(bytes.max(1), Ordering::Relaxed);
-}
+/// The buffer limit im2col blocks keep under where the GPU was not started through
+/// [`crate::Compute::select`] (a device the application made itself): 128 MiB, the smallest
+/// limit met so far (lavapipe's).
+const FALLBACK_BUFFER_LIMIT: u64 = 128 << 20;
 
 /// `conv` applied to `x` by the process's [`path`], or `None` where burn's kernel is kept.
 pub fn conv2d(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
     match path() {
         ConvPath::Burn => None,
         ConvPath::Taps => conv2d_taps(conv, x),
-        ConvPath::Im2col => conv2d_im2col(conv, x, BUFFER_LIMIT.load(Ordering::Relaxed)),
+        ConvPath::Im2col => conv2d_im2col(
+            conv,
+            x,
+            crate::device::gpu_buffer_limit().unwrap_or(FALLBACK_BUFFER_LIMIT),
+        ),
     }
 }
 
@@ -219,11 +218,7 @@ pub fn conv2d_im2col(conv: &Conv2d, x: &Tensor<4>, buffer_limit: u64) -> Option<
         .permute([0, 2, 3, 1])
         .reshape([1, g.cout, k]);
     let n = x.dims()[0];
-    let bytes = match x.dtype() {
-        DType::F16 | DType::BF16 => 2,
-        _ => 4,
-    };
-    let per_image = (k * ho * wo * bytes) as u64;
+    let per_image = (k * ho * wo * x.dtype().size()) as u64;
     let images = ((buffer_limit / 4 * 3) / per_image.max(1)).clamp(1, n as u64) as usize;
     let parts: Vec<Tensor<4>> = (0..n)
         .step_by(images)
