@@ -7,9 +7,10 @@
 //! ```
 //!
 //! Arguments: model id (default: the default model), batch size (16), timed passes (5, after one
-//! untimed warm-up). Environment: `GLASSBOX_LAYERS_DEVICE` `cpu` (default) or `gpu`,
+//! untimed warm-up). Environment: `GLASSBOX_LAYERS_DEVICE` `cpu` (default), `gpu` or `auto`,
 //! `GLASSBOX_LAYERS_PRECISION` `f32` (default) or `f16`, `GLASSBOX_LAYERS_TOP` (statements
-//! listed, 15), and the tool's own `GLASSBOX_GPU_CONV=taps` and `GLASSBOX_BURN_KERNELS=1`.
+//! listed, 15), and the tool's own `GLASSBOX_GPU_CONV` and `GLASSBOX_BURN_KERNELS`
+//! (`glassbox::model::kernels_from_env`).
 //!
 //! On the CPU backend each operation finishes before the next statement. On a GPU the example
 //! first times free-running passes (the real throughput; the warm-up pays for autotuning), then
@@ -34,26 +35,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let batch: usize = args.get(1).map_or(Ok(16), |b| b.parse())?;
     let runs: usize = args.get(2).map_or(Ok(5), |r| r.parse())?;
-    let gpu = match std::env::var("GLASSBOX_LAYERS_DEVICE").as_deref() {
-        Ok("gpu") => true,
-        Ok("cpu") | Err(_) => false,
-        Ok(other) => return Err(format!("GLASSBOX_LAYERS_DEVICE={other}: cpu or gpu").into()),
-    };
+    let device: DeviceRequest =
+        std::env::var("GLASSBOX_LAYERS_DEVICE").map_or(Ok(DeviceRequest::Cpu), |d| d.parse())?;
     let precision: Precision =
         std::env::var("GLASSBOX_LAYERS_PRECISION").map_or(Ok(Precision::F32), |p| p.parse())?;
     glassbox::device::tune_allocator();
-    if let Ok(path) = std::env::var("GLASSBOX_GPU_CONV") {
-        glassbox::model::gpu::set_path(path.parse()?);
-    }
-    if std::env::var_os("GLASSBOX_BURN_KERNELS").is_some() {
-        glassbox::model::cpu::set_enabled(false);
-        glassbox::model::gpu::set_enabled(false);
-    }
-    let compute = if gpu {
-        Compute::select(DeviceRequest::Gpu)?.0
-    } else {
-        Compute::cpu()
-    };
+    glassbox::model::kernels_from_env()?;
+    let compute = Compute::select(device)?.0;
+    let gpu = compute.is_gpu();
     let mut classifier = Classifier::load_with(info, &compute, precision)?;
     classifier.set_chunk_size(batch);
 

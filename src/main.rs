@@ -291,18 +291,9 @@ fn main() -> ExitCode {
     glassbox::device::tune_allocator();
     // Opt-in GPU convolutions (see glassbox::model::gpu), and a baseline for timing comparisons
     // that runs every layer through burn's own kernels.
-    if let Ok(path) = std::env::var("GLASSBOX_GPU_CONV") {
-        match path.parse() {
-            Ok(path) => glassbox::model::gpu::set_path(path),
-            Err(e) => {
-                eprintln!("glassbox: error: GLASSBOX_GPU_CONV: {e}");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    if std::env::var_os("GLASSBOX_BURN_KERNELS").is_some() {
-        glassbox::model::cpu::set_enabled(false);
-        glassbox::model::gpu::set_enabled(false);
+    if let Err(e) = glassbox::model::kernels_from_env() {
+        eprintln!("glassbox: error: {e}");
+        return ExitCode::from(2);
     }
     let result = match cli.command {
         Command::Classify {

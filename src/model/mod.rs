@@ -149,6 +149,28 @@ pub(crate) struct Aligned<const N: usize>(pub [u8; N]);
 
 pub mod cpu;
 pub mod gpu;
+
+/// Sets the process's kernel switches from the environment, as the `glassbox` tool and
+/// `examples/layers.rs` do: `GLASSBOX_GPU_CONV=burn|taps|im2col` picks [`gpu::ConvPath`], and
+/// `GLASSBOX_BURN_KERNELS` (any value) then runs every layer through burn's own kernels, CPU
+/// and GPU, as a baseline for timing. Like [`crate::device::tune_allocator`], the library never
+/// calls it by itself.
+pub fn kernels_from_env() -> Result<()> {
+    if let Ok(path) = std::env::var("GLASSBOX_GPU_CONV") {
+        let path = path.parse().map_err(|e| match e {
+            Error::InvalidArgument(why) => {
+                Error::InvalidArgument(format!("GLASSBOX_GPU_CONV: {why}"))
+            }
+            other => other,
+        })?;
+        gpu::set_path(path);
+    }
+    if std::env::var_os("GLASSBOX_BURN_KERNELS").is_some() {
+        cpu::set_enabled(false);
+        gpu::set_path(gpu::ConvPath::Burn);
+    }
+    Ok(())
+}
 #[cfg(feature = "layer-profile")]
 pub mod layers;
 pub mod simd;
