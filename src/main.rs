@@ -707,13 +707,13 @@ fn watch_batches(classifier: &mut Classifier, counter: bool) {
     let gpu = classifier
         .compute()
         .is_gpu()
-        .then(|| classifier.compute().to_string());
+        .then(|| (classifier.compute().to_string(), first_chunk_notice_after()));
     if !line && gpu.is_none() {
         return;
     }
     classifier.set_progress(move |done, total| {
-        if let Some(device) = &gpu {
-            first_chunk_watch(done, device);
+        if let Some((device, after)) = &gpu {
+            first_chunk_watch(done, device, *after);
         }
         if !line || total < 64 {
             return;
@@ -744,10 +744,10 @@ fn first_chunk_notice_after() -> std::time::Duration {
 }
 
 /// Progress callback part of [`watch_batches`] on a GPU: a batch start (`done == 0`) arms the
-/// watch, any finished chunk disarms it. The first arming starts the watching thread.
-fn first_chunk_watch(done: usize, device: &str) {
+/// watch, any finished chunk disarms it. The first arming starts the watching thread, which
+/// speaks once a first chunk has run for `after`.
+fn first_chunk_watch(done: usize, device: &str, after: std::time::Duration) {
     static WATCHER: std::sync::Once = std::sync::Once::new();
-    let after = first_chunk_notice_after();
     if done == 0 && after.is_zero() {
         WATCHER.call_once(|| first_chunk_notice(device, after));
         return;
