@@ -57,3 +57,11 @@ pub fn pattern(sample: u64, width: u32, height: u32) -> RgbImage {
         image::Rgb([px(0), px(1), px(2)])
     })
 }
+
+/// The cells of a 10×10 grid (numbered row-major) that lie in `planted-centre`'s window: view
+/// rows and columns 69..138, cells (3..=5, 3..=5) (`tests/models/make_planted.py`).
+pub fn planted_centre_cells() -> Vec<usize> {
+    (3..6)
+        .flat_map(|r| (3..6).map(move |c| r * 10 + c))
+        .collect()
+}

@@ -273,9 +273,7 @@ fn lime_in_f16_finds_the_planted_region_as_f32_does() {
     };
     let (half, full) = (run(Precision::F16), run(Precision::F32));
     assert_eq!(half.class, full.class);
-    let window: Vec<usize> = (3..6)
-        .flat_map(|r| (3..6).map(move |c| r * 10 + c))
-        .collect();
+    let window = crate::common::planted_centre_cells();
     let top = half.models[0].positive(5);
     assert!(!top.is_empty());
     assert!(

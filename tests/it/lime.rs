@@ -220,9 +220,7 @@ fn lime_is_reproducible_and_finds_the_planted_region() {
     assert_eq!(a.models, b.models, "same seed, same explanation");
     assert_eq!(a.kept, b.kept);
     assert_eq!(a.class, 0, "the planted class wins on coffee.png");
-    let window: Vec<usize> = (3..6)
-        .flat_map(|r| (3..6).map(move |c| r * 10 + c))
-        .collect();
+    let window = crate::common::planted_centre_cells();
     let model = &a.models[0];
     let top = model.positive(5);
     assert!(!top.is_empty());
