@@ -7,6 +7,7 @@ mod common;
 mod compare;
 mod cpu_kernels;
 mod explain;
+mod golden;
 mod gpu;
 mod known_answers;
 mod lime;
