@@ -15,6 +15,9 @@ use crate::view::to_input;
 use crate::{Error, Result};
 
 /// What a hidden segment is replaced with.
+///
+/// Parses from the command line's spelling: `black`, `grey` (or `gray`), `mean`, `blur` (sigma
+/// 5) or `blur:SIGMA` with `0 < SIGMA ≤ 100`.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Fill {
     /// RGB 0 through the model's preprocessing (the report's choice).
@@ -29,6 +32,16 @@ pub enum Fill {
 }
 
 impl Fill {
+    /// The fill's name as the command line spells it (`black`, `grey`, `mean`, `blur:SIGMA`).
+    pub fn name(&self) -> String {
+        match self {
+            Fill::Black => "black".into(),
+            Fill::Grey => "grey".into(),
+            Fill::Mean => "mean".into(),
+            Fill::Blur(s) => format!("blur:{s}"),
+        }
+    }
+
     /// The fill as an RGB view the size of `rgb`.
     pub fn image(&self, rgb: &RgbImage, segmentation: &Segmentation) -> RgbImage {
         let (w, h) = rgb.dimensions();
@@ -205,5 +218,27 @@ impl<'a> Perturber<'a> {
         }
         self.classifier
             .classify_columns(keep.rows(), columns, |range| self.variants(keep, range))
+    }
+}
+
+impl std::str::FromStr for Fill {
+    type Err = crate::Error;
+
+    fn from_str(fill: &str) -> Result<Self> {
+        let bad = || {
+            crate::Error::InvalidArgument(format!(
+                "unknown fill '{fill}' (black, grey, mean, blur or blur:SIGMA)"
+            ))
+        };
+        match fill {
+            "black" => Ok(Fill::Black),
+            "grey" | "gray" => Ok(Fill::Grey),
+            "mean" => Ok(Fill::Mean),
+            "blur" => Ok(Fill::Blur(5.0)),
+            other => match other.strip_prefix("blur:").map(str::parse::<f32>) {
+                Some(Ok(sigma)) if sigma > 0.0 && sigma <= 100.0 => Ok(Fill::Blur(sigma)),
+                _ => Err(bad()),
+            },
+        }
     }
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use nalgebra::{DMatrix, DVector};
 use serde_json::{Value, json};
 
+use crate::mask::Mask;
 use crate::model::Classifier;
 use crate::perturb::{Fill, KeepMatrix, Perturber};
 use crate::segment::Segmentation;
@@ -159,8 +160,8 @@ pub struct LimeExplanation {
     pub original: Vec<f32>,
     /// The class the mask is for: `options.class`, else the top one.
     pub class: usize,
-    /// Kept view pixels of the mask for `class` (positive segments), row-major.
-    pub kept: Vec<bool>,
+    /// Kept view pixels of the mask for `class` (positive segments).
+    pub kept: Mask,
     /// Time per stage.
     pub timings: LimeTimings,
 }
@@ -275,11 +276,15 @@ pub fn lime_given(
         .find(|m| m.class == class)
         .ok_or_else(|| Error::InvalidArgument("no model for the class".into()))?;
     let chosen = model.positive(options.features);
-    let kept = segmentation
-        .labels()
-        .iter()
-        .map(|l| chosen.contains(&(*l as usize)))
-        .collect();
+    let kept = Mask::new(
+        segmentation.width(),
+        segmentation.height(),
+        segmentation
+            .labels()
+            .iter()
+            .map(|l| chosen.contains(&(*l as usize)))
+            .collect(),
+    )?;
     let probabilities = classes.iter().map(|&c| first[c]).collect();
     Ok(LimeExplanation {
         options: *options,
@@ -488,7 +493,7 @@ impl LimeExplanation {
             "class": { "index": self.class, "label": label(self.class) },
             "models": models,
             "variants": self.options.samples,
-            "kept_fraction": crate::compare::kept_fraction(&self.kept),
+            "kept_fraction": self.kept.kept_fraction(),
             "timings_s": { "segmentation": self.timings.segmentation, "perturb_classify": self.timings.perturb_classify, "regression": self.timings.regression, "render": self.timings.render },
         })
     }

@@ -188,6 +188,44 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// The model's input and output in words: how a photo is resized, its channel order
+    /// (`RGB`, `BGR`), and what the network outputs (`logits`, `probabilities`).
+    pub fn describe_io(&self) -> (String, &'static str, &'static str) {
+        let pre = self.preprocess();
+        let resize = match pre.resize {
+            Resize::Stretch => format!("stretch to {}x{}", pre.width, pre.height),
+            Resize::ShorterSide(s) => {
+                format!("shorter side {s}, centre crop {}x{}", pre.width, pre.height)
+            }
+            Resize::CentreSquare => {
+                format!("centre square, resize to {}x{}", pre.width, pre.height)
+            }
+        };
+        let channels = if pre.channels == ChannelOrder::Bgr {
+            "BGR"
+        } else {
+            "RGB"
+        };
+        let output = if self.output() == OutputKind::Logits {
+            "logits"
+        } else {
+            "probabilities"
+        };
+        (resize, channels, output)
+    }
+
+    /// The document `glassbox models --json` lists.
+    pub fn to_json(&self) -> serde_json::Value {
+        let (resize, channels, output) = self.describe_io();
+        let pre = self.preprocess();
+        serde_json::json!({
+            "id": self.id(), "name": self.name(), "default": self.is_default(), "synthetic": self.synthetic(), "fixture": self.fixture(),
+            "file": self.file(), "embedded": self.embedded(), "classes": self.classes(), "output": output,
+            "preprocess": { "resize": resize, "channels": channels, "scale": pre.scale, "mean": pre.mean, "std": pre.std },
+            "source": self.source(), "licence": self.licence(),
+        })
+    }
+
     /// Every built-in model.
     pub fn all() -> impl Iterator<Item = ModelInfo> {
         SPECS.iter().map(|spec| ModelInfo { spec })

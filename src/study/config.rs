@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use crate::compare::{Explainer, FaithfulnessOptions};
+use crate::explain::Explainer;
+use crate::metrics::FaithfulnessOptions;
 use crate::model::{ModelInfo, Precision};
 
 /// An explainer on a model, named as the command line names it (`googlenet:arbitrary`).

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Shard;
-use crate::compare;
+use crate::compare::Compared;
+use crate::mask::mask_from_runs;
 use crate::{Error, Result};
 
 /// The first line of a study log.
@@ -27,9 +28,9 @@ pub struct Header {
     pub shard: Shard,
 }
 
-/// One explanation in a study row.
+/// One explanation in a study row, as the log records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Explained {
+pub struct Record {
     /// `model:method`, with ` (blurred)` on the blurred copy.
     pub name: String,
     /// The explained class.
@@ -56,10 +57,35 @@ pub struct Explained {
     pub mask: Vec<usize>,
 }
 
-impl Explained {
+impl Record {
+    /// One side of a comparison as the log records it.
+    ///
+    /// # Errors
+    /// When its faithfulness was not measured (a study always measures it).
+    pub fn new(side: &Compared) -> Result<Self> {
+        let attribution = &side.attribution;
+        let faith = side.faithfulness.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(format!("'{}' has no faithfulness to record", side.name))
+        })?;
+        Ok(Self {
+            name: side.name.clone(),
+            class: attribution.class,
+            label: side.label().into(),
+            probability: attribution.probability,
+            kept_fraction: attribution.kept_fraction(),
+            deletion_auc: faith.deletion_auc,
+            insertion_auc: faith.insertion_auc,
+            seconds: attribution.seconds,
+            faithfulness_seconds: faith.seconds,
+            variants: attribution.variants,
+            size: attribution.kept.size(),
+            mask: attribution.kept.runs(),
+        })
+    }
+
     /// The kept mask, decoded.
     pub fn kept(&self) -> Vec<bool> {
-        compare::mask_from_runs(&self.mask)
+        mask_from_runs(&self.mask)
     }
 }
 
@@ -69,9 +95,9 @@ pub struct Outcome {
     /// `A vs B`.
     pub comparison: String,
     /// Side A.
-    pub a: Explained,
+    pub a: Record,
     /// Side B.
-    pub b: Explained,
+    pub b: Record,
     /// Jaccard index of the two kept masks.
     pub jaccard: f64,
 }

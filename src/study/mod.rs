@@ -20,7 +20,7 @@ mod report;
 
 pub use config::{Side, Spec, StudyConfig};
 pub use listing::{IMAGE_EXTENSIONS, Item, Shard, list_images};
-pub use log::{Explained, Header, Log, Outcome, Row, read_log};
+pub use log::{Record, Header, Log, Outcome, Row, read_log};
 pub use merge::merge;
 pub use report::{ComparisonTable, Entry, ExplainerTable, Report, markdown, write_report};
 
@@ -32,7 +32,9 @@ use std::time::Instant;
 
 use image::RgbImage;
 
-use crate::compare::{self, ViewCache};
+use crate::compare::{self, Compared};
+use crate::explain::ViewCache;
+use crate::mask::jaccard_views;
 use crate::model::{Classifier, ModelInfo};
 use crate::render;
 use crate::view::{View, load_photo};
@@ -240,7 +242,7 @@ fn study_image(
     // scores of each (model, copy, grid, fill) and the faithfulness curves of each pixel order.
     let blurred = config.blur.map(|s| blur_photo(&photo, s));
     let mut views: HashMap<(&str, bool), (View, ViewCache)> = HashMap::new();
-    let mut sides: HashMap<Side, (Explained, Vec<bool>)> = HashMap::new();
+    let mut sides: HashMap<Side, Compared> = HashMap::new();
     for &(a, b) in &config.comparisons {
         for side in [a, b] {
             if sides.contains_key(&side) {
@@ -265,45 +267,24 @@ fn study_image(
                         ViewCache::default(),
                     )
                 });
-            let attribution = compare::run(classifier, view, &spec.explainer, cache)?;
-            let faith =
-                cache
-                    .curves
-                    .measure(classifier, view, &attribution, &config.faithfulness)?;
-            let explained = Explained {
-                name: config.side_name(side),
-                class: attribution.class,
-                label: spec.model.label(attribution.class).unwrap_or("?").into(),
-                probability: attribution.probability,
-                kept_fraction: attribution.kept_fraction(),
-                deletion_auc: faith.deletion_auc,
-                insertion_auc: faith.insertion_auc,
-                seconds: attribution.seconds,
-                faithfulness_seconds: faith.seconds,
-                variants: attribution.variants,
-                size: attribution.size,
-                mask: compare::mask_runs(&attribution.kept),
-            };
-            sides.insert(side, (explained, attribution.kept));
+            let compared = compare::explain_side(
+                &config.side_name(side),
+                classifier,
+                view,
+                &spec.explainer,
+                cache,
+                Some(&config.faithfulness),
+            )?;
+            sides.insert(side, compared);
         }
-        let (Some((ea, ka)), Some((eb, kb))) = (sides.get(&a), sides.get(&b)) else {
-            continue;
-        };
-        let view = |side: Side| {
-            config
-                .specs
-                .get(side.spec)
-                .and_then(|s| views.get(&(s.model.id(), side.blurred)))
-                .map(|(v, ..)| v)
-        };
-        let (Some(va), Some(vb)) = (view(a), view(b)) else {
+        let (Some(sa), Some(sb)) = (sides.get(&a), sides.get(&b)) else {
             continue;
         };
         row.outcomes.push(Outcome {
             comparison: config.comparison_name((a, b)),
-            a: ea.clone(),
-            b: eb.clone(),
-            jaccard: compare::jaccard_views(va, ka, vb, kb)?,
+            a: Record::new(sa)?,
+            b: Record::new(sb)?,
+            jaccard: jaccard_views(&sa.view, &sa.attribution.kept, &sb.view, &sb.attribution.kept)?,
         });
     }
     row.seconds = started.elapsed().as_secs_f64();

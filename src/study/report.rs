@@ -8,7 +8,7 @@ use image::RgbImage;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Explained, Log, Outcome, Row, Shard};
+use super::{Record, Log, Outcome, Row, Shard};
 use crate::model::ModelInfo;
 use crate::render;
 use crate::view::{View, load_photo};
@@ -193,7 +193,7 @@ pub fn write_report(logs: &[Log], out: &Path, suffix: &str) -> Result<Report> {
         .iter()
         .map(|name| {
             // Each explanation once per image, whichever comparisons it appears in.
-            let seen: Vec<&Explained> = good
+            let seen: Vec<&Record> = good
                 .iter()
                 .filter_map(|r| {
                     r.outcomes
@@ -293,7 +293,7 @@ fn missing_tile() -> RgbImage {
 /// The colour superposition of one outcome, redrawn from the photo and the logged masks.
 fn outcome_overlay(row: &Row, outcome: &Outcome) -> Result<RgbImage> {
     let photo = load_photo(&row.path)?.rgb;
-    let view = |e: &Explained| -> Result<View> {
+    let view = |e: &Record| -> Result<View> {
         let model = e.name.split(':').next().unwrap_or_default();
         let info = ModelInfo::find(model)?;
         Ok(View::new(&photo, info.preprocess()))

@@ -1,11 +1,13 @@
 //! Comparing explanations: Jaccard on hand-made masks and across view geometries, the overlay's
 //! colours, and faithfulness on a planted-region model (a right explanation beats a wrong one).
 
-use glassbox::compare::{
-    self, Attribution, Explainer, FaithfulnessOptions, auc, bands, jaccard, jaccard_views,
-};
 use glassbox::explain::lime::{LimeOptions, lime, lime_given};
-use glassbox::explain::{Method, OcclusionOptions, cell_scores, occlusion, occlusion_from};
+use glassbox::explain::{
+    self, Attribution, Explainer, Method, OcclusionOptions, ViewCache, cell_scores, occlusion,
+    occlusion_from,
+};
+use glassbox::mask::{jaccard, jaccard_views};
+use glassbox::metrics::{self, FaithfulnessCache, FaithfulnessOptions, auc, bands};
 use glassbox::render::{BOTH, ONLY_A, ONLY_B, diverging, heatmap, overlay_pixel, superpose};
 use glassbox::view::View;
 use glassbox::{Classifier, Compute, ModelInfo};
@@ -155,8 +157,8 @@ fn faithfulness_prefers_the_right_explanation_on_a_planted_model() {
     wrong.kept.iter_mut().for_each(|k| *k = !*k);
 
     let options = FaithfulnessOptions::default();
-    let fr = compare::faithfulness(&classifier, &view, &right, &options).expect("right");
-    let fw = compare::faithfulness(&classifier, &view, &wrong, &options).expect("wrong");
+    let fr = metrics::faithfulness(&classifier, &view, &right, &options).expect("right");
+    let fw = metrics::faithfulness(&classifier, &view, &wrong, &options).expect("wrong");
     assert_eq!(fr.deletion.len(), options.steps + 1);
     assert_eq!(fr.insertion.len(), options.steps + 1);
     assert_eq!(fr.deletion[0], right.probability);
@@ -201,13 +203,13 @@ fn shared_cell_scores_give_the_same_explanations() {
     let dd = Method::DoubleDivision { k: 1.0 };
     assert!(occlusion_from(&classifier, &view, &scores, dd, &options).is_err());
 
-    let mut cache = compare::ViewCache::default();
+    let mut cache = ViewCache::default();
     for method in [
         Method::Arbitrary { fraction: 0.7 },
         Method::Statistical { k: 1.0 },
         dd,
     ] {
-        compare::run(
+        explain::run(
             &classifier,
             &view,
             &Explainer::Occlusion { method, options },
@@ -235,7 +237,7 @@ fn shared_cell_scores_give_the_same_explanations() {
     assert_eq!(arb.importance, elbow.importance);
     assert_ne!(arb.kept, elbow.kept, "different cuts of one ranking");
     let o = FaithfulnessOptions::default();
-    let mut curves = compare::FaithfulnessCache::default();
+    let mut curves = FaithfulnessCache::default();
     let first = curves
         .measure(&classifier, &view, &arb, &o)
         .expect("measure");
@@ -243,7 +245,7 @@ fn shared_cell_scores_give_the_same_explanations() {
         .measure(&classifier, &view, &elbow, &o)
         .expect("reuse");
     assert_eq!(shared, first, "reused, seconds included");
-    let fresh = compare::faithfulness(&classifier, &view, &elbow, &o).expect("fresh");
+    let fresh = metrics::faithfulness(&classifier, &view, &elbow, &o).expect("fresh");
     assert_eq!(
         (fresh.deletion, fresh.insertion),
         (first.deletion.clone(), first.insertion.clone())
@@ -261,13 +263,13 @@ fn lime_reuses_the_base_prediction() {
     let info = ModelInfo::find("planted-centre").expect("fixture");
     let classifier = Classifier::load(info, &Compute::cpu()).expect("load");
     let view = View::new(&dim_window_photo(), info.preprocess());
-    let mut cache = compare::ViewCache::default();
+    let mut cache = ViewCache::default();
     assert!(cache.base().is_none());
     let occlusion = Explainer::Occlusion {
         method: Method::Statistical { k: 1.0 },
         options: OcclusionOptions::default(),
     };
-    compare::run(&classifier, &view, &occlusion, &mut cache).expect("occlusion");
+    explain::run(&classifier, &view, &occlusion, &mut cache).expect("occlusion");
     let base = cache.base().expect("base known").to_vec();
     assert_eq!(base.len(), 2);
     let options = LimeOptions {

@@ -170,7 +170,7 @@ fn double_division_geometry_and_variant_count() {
     }
     let kept_pixels = e.kept.iter().filter(|k| **k).count();
     assert!(kept_pixels > 0);
-    let (w, _) = e.size;
+    let (w, _) = e.kept.size();
     for (p, k) in e.kept.iter().enumerate() {
         if *k {
             let (x, y) = (p as u32 % w, p as u32 / w);

@@ -1,0 +1,390 @@
+//! The command line as typed (clap's definitions) and its validation into checked options: an
+//! explainer and its parameters are refused here, before any model loads.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use glassbox::explain::lime::{LimeOptions, Segmenter};
+use glassbox::explain::{Explainer, Method, OcclusionOptions};
+use glassbox::metrics::FaithfulnessOptions;
+use glassbox::model::Precision;
+use glassbox::perturb::Fill;
+use glassbox::segment::quickshift::Quickshift;
+use glassbox::segment::slic::Slic;
+use glassbox::{Classifier, Compute, DeviceRequest, ModelInfo};
+
+#[derive(Parser)]
+#[command(
+    name = "glassbox",
+    version,
+    about = "Explains what an image classifier looked at."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Top-K classes of each image, with the model's own preprocessing.
+    Classify {
+        /// Image files (PNG, JPEG, GIF, WebP, TIFF, BMP).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Model id (see `glassbox models`); the default model when omitted.
+        #[arg(long)]
+        model: Option<String>,
+        /// How many classes to show.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        #[command(flatten)]
+        device: DeviceArg,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain each image's prediction with an occlusion method: pictures, curve and JSON.
+    Explain(ExplainArgs),
+    /// Two explanations of each image: their Jaccard index, colour overlay and faithfulness.
+    Compare(CompareArgs),
+    /// Compare explainers over a folder of images (resumable, shardable), with the report's
+    /// FLOP 5 / TOP 5 / MEAN tables, timings and contact sheets.
+    Study(StudyArgs),
+    /// The built-in models: real or synthetic, preprocessing, provenance.
+    Models {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also list the test fixtures (planted-region models).
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Explainer parameters shared by `explain`, `compare` and `study`.
+#[derive(clap::Args)]
+pub struct ParamArgs {
+    /// Cells along the longer side of the view.
+    #[arg(long, default_value_t = 10)]
+    pub grid: u32,
+    /// arbitrary: fraction of the ranked cells blacked out.
+    #[arg(long, default_value_t = 0.7)]
+    pub keep_fraction: f64,
+    /// statistical, double-division, elbow's fallback: black out cells with p > mean - k*std.
+    #[arg(long, default_value_t = 1.0)]
+    pub k: f64,
+    /// What occluded cells become: black, grey, mean (segment mean colour) or blur[:SIGMA].
+    #[arg(long, default_value = "black")]
+    pub fill: String,
+    /// lime: perturbed samples, the original included.
+    #[arg(long, default_value_t = 1000)]
+    pub samples: usize,
+    /// lime: interpretable features: quickshift (lime's), slic, or the occlusion grid (--grid).
+    #[arg(long, value_enum, default_value_t = SegmentsOpt::Quickshift)]
+    pub segments: SegmentsOpt,
+    /// lime: segments shown in the mask.
+    #[arg(long, default_value_t = 5)]
+    pub features: usize,
+    /// Faithfulness: pixel steps of the deletion and insertion curves (0: do not measure).
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+}
+
+#[derive(clap::Args)]
+pub struct ExplainArgs {
+    /// Image files.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Model id; the default model when omitted.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// The occlusion rule.
+    #[arg(long, value_enum, default_value_t = MethodOpt::Arbitrary)]
+    pub method: MethodOpt,
+    #[command(flatten)]
+    pub params: ParamArgs,
+    /// Explain this class (index or label) instead of the top prediction.
+    #[arg(long)]
+    pub class: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// Output folder (created if missing).
+    #[arg(long, default_value = "glassbox-out")]
+    pub out: PathBuf,
+    /// lime: seed of the sample (lime's random_state: the same seed gives lime's own sample).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u32,
+    /// lime: show the top positive segments only, the rest black (lime's default picture).
+    #[arg(long, conflicts_with = "signed")]
+    pub positive_only: bool,
+    /// lime: show the top segments by |weight|, green for positive and red for negative.
+    #[arg(long)]
+    pub signed: bool,
+}
+
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    /// Image files.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Explainer A as MODEL:METHOD (e.g. googlenet:arbitrary, efficientnet-lite0:lime).
+    #[arg(long)]
+    pub a: String,
+    /// Explainer B as MODEL:METHOD.
+    #[arg(long)]
+    pub b: String,
+    #[command(flatten)]
+    pub params: ParamArgs,
+    /// lime's seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u32,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// Output folder (created if missing).
+    #[arg(long, default_value = "glassbox-out")]
+    pub out: PathBuf,
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct StudyArgs {
+    #[command(subcommand)]
+    pub command: Option<StudyCommand>,
+    /// Image folder: one sub-folder per category (Caltech-256) or images directly.
+    pub dir: Option<PathBuf>,
+    /// Two explainers to compare on every image, as MODEL:METHOD,MODEL:METHOD (repeatable).
+    /// With --blur, each explainer is compared with itself on the blurred copy.
+    #[arg(long, value_name = "A,B")]
+    pub pairs: Vec<String>,
+    /// One image per category, chosen with --seed.
+    #[arg(long)]
+    pub one_per_category: bool,
+    /// Seed of the per-category choice, and lime's seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u32,
+    /// Study the first N images (after the per-category choice).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Compare each image with its Gaussian-blurred copy (sigma in pixels at a 224-px shorter
+    /// side) under the same model and method.
+    #[arg(long, value_name = "SIGMA")]
+    pub blur: Option<f32>,
+    /// Run part I of N (0 <= I < N); `glassbox study merge` joins the parts.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    #[command(flatten)]
+    pub params: ParamArgs,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// Output folder (created if missing); a log there is resumed.
+    #[arg(long, default_value = "glassbox-study")]
+    pub out: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum StudyCommand {
+    /// Join shard outputs (folders or study*.jsonl files) into one log and report.
+    Merge {
+        /// Shard output folders or logs.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output folder of the merged report.
+        #[arg(long, default_value = "glassbox-study")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SegmentsOpt {
+    Quickshift,
+    Slic,
+    Grid,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum MethodOpt {
+    Arbitrary,
+    Statistical,
+    DoubleDivision,
+    Elbow,
+    Lime,
+}
+
+#[derive(clap::Args)]
+pub struct DeviceArg {
+    /// Where to run: a hardware GPU if any (auto), any wgpu adapter (gpu), or the CPU.
+    #[arg(long, value_enum, default_value_t = DeviceOpt::Auto)]
+    pub device: DeviceOpt,
+    /// Images per forward pass [default: from the device's buffer limit, at most 256 on a GPU
+    /// and 16 on the CPU]. Results do not depend on it; a chunk the device refuses is retried
+    /// in halves.
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub batch: Option<usize>,
+    /// Floating-point format of the models: f32 (the reference), or f16 on a GPU whose shaders
+    /// support it (half the memory traffic; probabilities within about 1e-3 of f32's)
+    #[arg(long, value_enum, default_value_t = PrecisionOpt::F32)]
+    pub precision: PrecisionOpt,
+}
+
+impl DeviceArg {
+    /// Loads `info` onto `compute` with this batch size and precision, and shows its batches'
+    /// progress (see [`super::progress::watch_batches`]; `counter`: the variant counter on a terminal).
+    pub fn load(
+        &self,
+        info: ModelInfo,
+        compute: &Compute,
+        counter: bool,
+    ) -> glassbox::Result<Classifier> {
+        let mut classifier = Classifier::load_with(info, compute, self.precision.into())?;
+        if let Some(batch) = self.batch {
+            classifier.set_chunk_size(batch);
+        }
+        super::progress::watch_batches(&mut classifier, counter);
+        Ok(classifier)
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PrecisionOpt {
+    F32,
+    F16,
+}
+
+impl From<PrecisionOpt> for Precision {
+    fn from(p: PrecisionOpt) -> Self {
+        match p {
+            PrecisionOpt::F32 => Precision::F32,
+            PrecisionOpt::F16 => Precision::F16,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DeviceOpt {
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+impl From<DeviceOpt> for DeviceRequest {
+    fn from(d: DeviceOpt) -> Self {
+        match d {
+            DeviceOpt::Auto => DeviceRequest::Auto,
+            DeviceOpt::Gpu => DeviceRequest::Gpu,
+            DeviceOpt::Cpu => DeviceRequest::Cpu,
+        }
+    }
+}
+
+impl ParamArgs {
+    /// Validates the parameters for `method` on `info` and builds the explainer.
+    pub fn explainer(
+        &self,
+        method: MethodOpt,
+        info: &ModelInfo,
+        seed: u32,
+        class: Option<usize>,
+    ) -> glassbox::Result<Explainer> {
+        let bad = glassbox::Error::InvalidArgument;
+        if !(0.0..=1.0).contains(&self.keep_fraction) {
+            return Err(bad(format!(
+                "--keep-fraction {} must be between 0 and 1",
+                self.keep_fraction
+            )));
+        }
+        if !self.k.is_finite() {
+            return Err(bad("--k must be a finite number".into()));
+        }
+        let fill: Fill = self.fill.parse()?;
+        let pre = info.preprocess();
+        if self.grid == 0 || self.grid > pre.width.max(pre.height) {
+            return Err(bad(format!(
+                "--grid {} must be between 1 and {}",
+                self.grid,
+                pre.width.max(pre.height)
+            )));
+        }
+        if self.steps > (pre.width * pre.height) as usize {
+            return Err(bad(format!(
+                "--steps {} exceeds the view's {} pixels",
+                self.steps,
+                pre.width * pre.height
+            )));
+        }
+        let options = OcclusionOptions {
+            grid: self.grid,
+            fill,
+            class,
+        };
+        let occlusion = |method| Ok(Explainer::Occlusion { method, options });
+        match method {
+            MethodOpt::Arbitrary => occlusion(Method::Arbitrary {
+                fraction: self.keep_fraction,
+            }),
+            MethodOpt::Statistical => occlusion(Method::Statistical { k: self.k }),
+            MethodOpt::DoubleDivision => occlusion(Method::DoubleDivision { k: self.k }),
+            MethodOpt::Elbow => occlusion(Method::Elbow { k: self.k }),
+            MethodOpt::Lime => {
+                if !matches!(fill, Fill::Black | Fill::Mean) {
+                    return Err(bad("lime's --fill is black or mean".into()));
+                }
+                if !(2..=1_000_000).contains(&self.samples) {
+                    return Err(bad(format!(
+                        "--samples {} must be between 2 and 1000000",
+                        self.samples
+                    )));
+                }
+                if self.features == 0 {
+                    return Err(bad("--features must be at least 1".into()));
+                }
+                Ok(Explainer::Lime(LimeOptions {
+                    samples: self.samples,
+                    seed,
+                    segmenter: match self.segments {
+                        SegmentsOpt::Quickshift => Segmenter::Quickshift(Quickshift::default()),
+                        SegmentsOpt::Slic => Segmenter::Slic(Slic::default()),
+                        SegmentsOpt::Grid => Segmenter::Grid(self.grid),
+                    },
+                    fill,
+                    features: self.features,
+                    class,
+                    ..LimeOptions::default()
+                }))
+            }
+        }
+    }
+
+    /// How faithfulness is measured; `None` with `--steps 0`.
+    pub fn faithfulness(&self) -> Option<FaithfulnessOptions> {
+        (self.steps > 0).then(|| FaithfulnessOptions {
+            steps: self.steps,
+            ..FaithfulnessOptions::default()
+        })
+    }
+}
+
+/// `model:method`, parsed and validated against the shared parameters.
+pub fn parse_spec(
+    text: &str,
+    params: &ParamArgs,
+    seed: u32,
+) -> glassbox::Result<(String, ModelInfo, Explainer)> {
+    let bad = glassbox::Error::InvalidArgument;
+    let (model, method) = text.trim().split_once(':').ok_or_else(|| {
+        bad(format!(
+            "'{text}' must be MODEL:METHOD, e.g. googlenet:arbitrary"
+        ))
+    })?;
+    let method = MethodOpt::from_str(method, true).map_err(|_| {
+        bad(format!(
+            "'{text}': unknown method '{method}' (arbitrary, statistical, double-division, elbow, lime)"
+        ))
+    })?;
+    let info = ModelInfo::find(model)?;
+    let explainer = params.explainer(method, &info, seed, None)?;
+    Ok((
+        format!("{}:{}", info.id(), explainer.name()),
+        info,
+        explainer,
+    ))
+}

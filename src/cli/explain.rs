@@ -1,0 +1,163 @@
+//! `glassbox explain`: each image explained, its files written by the library.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use glassbox::explain::{self, Explained, Explainer, ViewCache};
+use glassbox::metrics::{self, FaithfulnessOptions};
+use glassbox::output::{self, Picture, Source};
+use glassbox::Classifier;
+
+use super::args::ExplainArgs;
+use super::progress::report_refusals;
+use super::{pick_model, precision_note, print_notes, select_device};
+
+pub fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
+    let info = pick_model(args.model.as_deref())?;
+    let class = args
+        .class
+        .as_deref()
+        .map(|c| info.class_index(c))
+        .transpose()?;
+    let explainer = args
+        .params
+        .explainer(args.method, &info, args.seed, class)?;
+    let faithfulness = args.params.faithfulness();
+    output::prepare_dir(&args.out)?;
+    let compute = select_device(args.device.device.into())?;
+    let classifier = args.device.load(info, &compute, true)?;
+    eprintln!(
+        "glassbox: {} on {}{}, {} ({})",
+        info.id(),
+        compute,
+        precision_note(classifier.precision()),
+        explainer.name(),
+        args.params.fill
+    );
+
+    let mut failed = false;
+    let total = args.images.len();
+    for (n, path) in args.images.iter().enumerate() {
+        let started = Instant::now();
+        // --positive-only is lime's default picture; clap refuses it together with --signed.
+        let picture = if args.signed && !args.positive_only {
+            Picture::Signed
+        } else {
+            Picture::PositiveOnly
+        };
+        let result = explain_one(
+            &classifier,
+            path,
+            &explainer,
+            picture,
+            faithfulness.as_ref(),
+            &args.out,
+        );
+        match result {
+            Ok(summary) => eprintln!(
+                "[{}/{total}] {} ({:.2} s)",
+                n + 1,
+                summary,
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("glassbox: error: {e}");
+            }
+        }
+    }
+    report_refusals(&classifier);
+    Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Explains one image and writes its files; returns the summary line.
+fn explain_one(
+    classifier: &Classifier,
+    path: &Path,
+    explainer: &Explainer,
+    picture: Picture,
+    faithfulness: Option<&FaithfulnessOptions>,
+    out: &Path,
+) -> glassbox::Result<String> {
+    let t = Instant::now();
+    let (photo, view) = output::open(path, classifier.info().preprocess())?;
+    print_notes(path, &photo);
+    let decode = t.elapsed().as_secs_f64();
+    let mut explained = explain::run(classifier, &view, explainer, &mut ViewCache::default())?;
+    if let Explained::Occlusion(e) = &mut explained {
+        e.timings.preprocess += decode;
+        for note in &e.notes {
+            eprintln!("glassbox: {}: {note}", path.display());
+        }
+    }
+    let faithfulness = faithfulness
+        .map(|o| metrics::faithfulness(classifier, &view, &explained.attribution(), o))
+        .transpose()?;
+    let source = Source {
+        image: path,
+        photo: &photo.rgb,
+        view: &view,
+    };
+    let written = output::write_explanation(
+        classifier,
+        &source,
+        &mut explained,
+        picture,
+        faithfulness.as_ref(),
+        out,
+    )?;
+    let faith = faithfulness.map_or(String::new(), |f| {
+        format!(
+            "; deletion AUC {:.3}, insertion AUC {:.3}",
+            f.deletion_auc, f.insertion_auc
+        )
+    });
+    let label = classifier.info().label(explained.class()).unwrap_or("?");
+    Ok(match &explained {
+        Explained::Occlusion(e) => format!(
+            "{}: {label} ({}) p={:.4}; kept {:.0}% with {} variants{faith} → {}",
+            path.display(),
+            e.class,
+            e.probability,
+            e.kept_fraction() * 100.0,
+            e.variants,
+            written.pattern().display()
+        ),
+        Explained::Lime(e) => {
+            let t = e.timings;
+            // LIME's own trust signal: how well the linear surrogate fits the model around this
+            // image (weighted R²), and what it predicts for the unperturbed image against the
+            // model's p.
+            let fit = e
+                .models
+                .iter()
+                .find(|m| m.class == e.class)
+                .map(|m| {
+                    format!(
+                        "; surrogate R² {:.2}, predicts {:.2} for p {:.2}",
+                        m.score,
+                        m.local_prediction,
+                        e.original.get(e.class).copied().unwrap_or(f32::NAN)
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "{}: {label} ({}); {} segment{}, {} samples: segmentation {:.2} s, perturb+classify {:.2} s, regression {:.3} s{fit}{faith} → {}",
+                path.display(),
+                e.class,
+                e.segmentation.count(),
+                if e.segmentation.count() == 1 { "" } else { "s" },
+                e.options.samples,
+                t.segmentation,
+                t.perturb_classify,
+                t.regression,
+                written.pattern().display()
+            )
+        }
+    })
+}

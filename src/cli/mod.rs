@@ -1,0 +1,73 @@
+//! The `glassbox` command line: flags validated into options ([`args`]), one module per
+//! command, and what the terminal shows of long work ([`progress`]). The commands choose and
+//! print; the library computes and writes every file.
+
+pub mod args;
+pub mod classify;
+pub mod compare;
+pub mod explain;
+pub mod models;
+pub mod progress;
+pub mod study;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use glassbox::model::Precision;
+use glassbox::view::Photo;
+use glassbox::{Classifier, Compute, DeviceRequest, ModelInfo};
+
+use args::DeviceArg;
+
+pub fn pick_model(model: Option<&str>) -> glassbox::Result<ModelInfo> {
+    let info = model.map_or_else(|| Ok(ModelInfo::default_model()), ModelInfo::find)?;
+    if info.synthetic() {
+        eprintln!(
+            "glassbox: warning: model '{}' has SYNTHETIC weights (onnx/{} was absent at build time): its predictions are meaningless; run onnx/fetch.sh and rebuild",
+            info.id(),
+            info.file()
+        );
+    }
+    Ok(info)
+}
+
+pub fn select_device(request: DeviceRequest) -> glassbox::Result<Compute> {
+    let (compute, notice) = Compute::select(request)?;
+    if let Some(notice) = notice {
+        eprintln!("glassbox: {notice}");
+    }
+    Ok(compute)
+}
+
+/// Loads each model once (warning once about synthetic weights); `counter` as for
+/// [`DeviceArg::load`].
+pub fn load_models(
+    models: impl IntoIterator<Item = ModelInfo>,
+    compute: &Compute,
+    device: &DeviceArg,
+    counter: bool,
+) -> glassbox::Result<HashMap<&'static str, Classifier>> {
+    let mut loaded = HashMap::new();
+    for info in models {
+        if !loaded.contains_key(info.id()) {
+            let info = pick_model(Some(info.id()))?;
+            loaded.insert(info.id(), device.load(info, compute, counter)?);
+        }
+    }
+    Ok(loaded)
+}
+
+/// `, f16` after the device in a banner when the model computes in f16; nothing in f32.
+pub fn precision_note(precision: Precision) -> String {
+    match precision {
+        Precision::F32 => String::new(),
+        other => format!(", {other}"),
+    }
+}
+
+/// Tells the user what decoding `path` noted (first GIF frame, EXIF rotation).
+pub fn print_notes(path: &Path, photo: &Photo) {
+    for note in &photo.notes {
+        eprintln!("glassbox: {}: {note}", path.display());
+    }
+}
