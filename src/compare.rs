@@ -142,7 +142,9 @@ pub fn compare(
         )?);
     }
     let (Some(b), Some(a)) = (sides.pop(), sides.pop()) else {
-        return Err(Error::InvalidArgument("a comparison needs two sides".into()));
+        return Err(Error::InvalidArgument(
+            "a comparison needs two sides".into(),
+        ));
     };
     let jaccard = jaccard_views(&a.view, &a.attribution.kept, &b.view, &b.attribution.kept)?;
     Ok(Comparison { a, b, jaccard })

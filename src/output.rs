@@ -176,7 +176,11 @@ pub fn write_explanation(
     explained.set_render_seconds(t.elapsed().as_secs_f64());
     if let Some(f) = faithfulness {
         let curves = format!("p({label})");
-        let title = format!("{stem} · {} · {}: faithfulness", info.id(), explained.name());
+        let title = format!(
+            "{stem} · {} · {}: faithfulness",
+            info.id(),
+            explained.name()
+        );
         save_faithfulness_chart(&[(curves.as_str(), f)], &title, &name("faithfulness.png"))?;
         files.push("faithfulness.png");
     }
@@ -188,8 +192,10 @@ pub fn write_explanation(
                 if let Some(f) = faithfulness {
                     insert_faithfulness(obj, &f.to_json());
                 }
-                let names: Vec<String> =
-                    files.iter().map(|s| format!("{}.{s}", written.base)).collect();
+                let names: Vec<String> = files
+                    .iter()
+                    .map(|s| format!("{}.{s}", written.base))
+                    .collect();
                 obj.insert("outputs".into(), json!(names));
             }
             Explained::Lime(_) => {
@@ -228,7 +234,10 @@ pub fn write_comparison(
     out: &Path,
 ) -> Result<Written> {
     let (a, b) = (&comparison.a, &comparison.b);
-    let stem = image.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+    let stem = image
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("image");
     let slug = |n: &str| n.replace(':', "-");
     let base = format!("{stem}.{}.vs.{}", slug(&a.name), slug(&b.name));
     let name = |suffix: &str| out.join(format!("{base}.{suffix}"));
@@ -246,7 +255,12 @@ pub fn write_comparison(
     let mut files = vec![format!("{base}.overlay.png")];
     let curves: Vec<(String, &Faithfulness)> = [a, b]
         .iter()
-        .filter_map(|s| Some((format!("{}: p({})", s.name, s.label()), s.faithfulness.as_ref()?)))
+        .filter_map(|s| {
+            Some((
+                format!("{}: p({})", s.name, s.label()),
+                s.faithfulness.as_ref()?,
+            ))
+        })
         .collect();
     if !curves.is_empty() {
         let curves: Vec<(&str, &Faithfulness)> =

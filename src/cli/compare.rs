@@ -6,13 +6,13 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use glassbox::Classifier;
 use glassbox::compare::{self, Compared, Contender};
 use glassbox::explain::Explainer;
 use glassbox::metrics::FaithfulnessOptions;
 use glassbox::model::ModelInfo;
 use glassbox::output;
 use glassbox::view::load_photo;
-use glassbox::Classifier;
 
 use super::args::{CompareArgs, parse_spec};
 use super::progress::report_refusals;

@@ -4,10 +4,10 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use glassbox::Classifier;
 use glassbox::explain::{self, Explained, Explainer, ViewCache};
 use glassbox::metrics::{self, FaithfulnessOptions};
 use glassbox::output::{self, Picture, Source};
-use glassbox::Classifier;
 
 use super::args::ExplainArgs;
 use super::progress::report_refusals;

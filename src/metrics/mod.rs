@@ -2,4 +2,6 @@
 
 pub mod faithfulness;
 
-pub use faithfulness::{Faithfulness, FaithfulnessCache, FaithfulnessOptions, auc, bands, faithfulness};
+pub use faithfulness::{
+    Faithfulness, FaithfulnessCache, FaithfulnessOptions, auc, bands, faithfulness,
+};

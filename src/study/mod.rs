@@ -20,7 +20,7 @@ mod report;
 
 pub use config::{Side, Spec, StudyConfig};
 pub use listing::{IMAGE_EXTENSIONS, Item, Shard, list_images};
-pub use log::{Record, Header, Log, Outcome, Row, read_log};
+pub use log::{Header, Log, Outcome, Record, Row, read_log};
 pub use merge::merge;
 pub use report::{ComparisonTable, Entry, ExplainerTable, Report, markdown, write_report};
 
@@ -284,7 +284,12 @@ fn study_image(
             comparison: config.comparison_name((a, b)),
             a: Record::new(sa)?,
             b: Record::new(sb)?,
-            jaccard: jaccard_views(&sa.view, &sa.attribution.kept, &sb.view, &sb.attribution.kept)?,
+            jaccard: jaccard_views(
+                &sa.view,
+                &sa.attribution.kept,
+                &sb.view,
+                &sb.attribution.kept,
+            )?,
         });
     }
     row.seconds = started.elapsed().as_secs_f64();

@@ -8,7 +8,7 @@ use image::RgbImage;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Record, Log, Outcome, Row, Shard};
+use super::{Log, Outcome, Record, Row, Shard};
 use crate::model::ModelInfo;
 use crate::render;
 use crate::view::{View, load_photo};
