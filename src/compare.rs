@@ -6,7 +6,8 @@
 use image::RgbImage;
 use serde_json::{Value, json};
 
-use crate::explain::{self, Attribution, Explainer, ViewCache};
+use crate::attribution::Attribution;
+use crate::explain::{self, Explainer, ViewCache};
 use crate::mask::jaccard_views;
 use crate::metrics::{Faithfulness, FaithfulnessOptions};
 use crate::model::{Classifier, ModelInfo, Precision};

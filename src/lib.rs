@@ -3,6 +3,7 @@
 // Nothing a user controls may panic the library: no unwrap or expect outside tests.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod attribution;
 pub mod classify;
 pub mod compare;
 pub mod device;

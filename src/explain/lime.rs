@@ -11,6 +11,7 @@ use std::time::Instant;
 use nalgebra::{DMatrix, DVector};
 use serde_json::{Value, json};
 
+use crate::attribution::Attribution;
 use crate::mask::Mask;
 use crate::model::Classifier;
 use crate::perturb::{Fill, KeepMatrix, Perturber};
@@ -496,5 +497,28 @@ impl LimeExplanation {
             "kept_fraction": self.kept.kept_fraction(),
             "timings_s": { "segmentation": self.timings.segmentation, "perturb_classify": self.timings.perturb_classify, "regression": self.timings.regression, "render": self.timings.render },
         })
+    }
+}
+
+impl From<&LimeExplanation> for Attribution {
+    /// Importance is the weight of the pixel's segment in the explained class's local model.
+    fn from(e: &LimeExplanation) -> Self {
+        let probability = e
+            .models
+            .iter()
+            .zip(&e.probabilities)
+            .find(|(m, _)| m.class == e.class)
+            .map_or(f32::NAN, |(_, p)| *p);
+        let t = e.timings;
+        Self {
+            method: "lime",
+            class: e.class,
+            probability,
+            kept: e.kept.clone(),
+            importance: e.weight_map(e.class),
+            fill: e.options.fill,
+            variants: e.options.samples,
+            seconds: t.segmentation + t.perturb_classify + t.regression,
+        }
     }
 }

@@ -7,14 +7,12 @@
 //! [`ViewCache`]: the view's own prediction, each grid's single-cell scores and each pixel
 //! order's faithfulness curves are classified once.
 
-mod attribution;
 pub mod lime;
 mod occlusion;
 pub mod rules;
 
 use serde_json::{Value, json};
 
-pub use attribution::Attribution;
 use lime::{LimeExplanation, LimeOptions, Segmenter, lime_given};
 pub use occlusion::{
     CellScores, Cut, Explanation, Method, OcclusionOptions, Phase, Timings, cell_scores,
@@ -22,6 +20,7 @@ pub use occlusion::{
 };
 
 use crate::Result;
+use crate::attribution::Attribution;
 use crate::mask::Mask;
 use crate::metrics::FaithfulnessCache;
 use crate::model::Classifier;

@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::rules;
+use crate::attribution::Attribution;
 use crate::classify::{Prediction, Probabilities};
 use crate::mask::Mask;
 use crate::model::Classifier;
@@ -459,5 +460,33 @@ impl Explanation {
             "notes": self.notes,
             "timings_s": { "preprocess": self.timings.preprocess, "perturb_classify": self.timings.perturb_classify, "rule": self.timings.rule, "render": self.timings.render },
         })
+    }
+}
+
+impl From<&Explanation> for Attribution {
+    /// Importance follows the rule's ranking: a later phase's cells (double division's kept
+    /// cells, split) rank above every cell of an earlier phase, and within a phase the ranking
+    /// (least important first) gives the order.
+    fn from(e: &Explanation) -> Self {
+        let (w, h) = e.kept.size();
+        let mut importance = vec![0.0f32; (w * h) as usize];
+        let mut base = 0.0f32;
+        for phase in &e.phases {
+            for (position, &cell) in phase.ranking.iter().enumerate() {
+                phase.cells[cell].fill(&mut importance, w, base + position as f32);
+            }
+            base += phase.ranking.len() as f32;
+        }
+        let t = e.timings;
+        Self {
+            method: e.method.name(),
+            class: e.class,
+            probability: e.probability,
+            kept: e.kept.clone(),
+            importance,
+            fill: e.options.fill,
+            variants: e.variants,
+            seconds: t.preprocess + t.perturb_classify + t.rule,
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::explain::Attribution;
+use crate::attribution::Attribution;
 use crate::model::Classifier;
 use crate::perturb::{Fill, KeepMatrix, Perturber};
 use crate::segment::Segmentation;

@@ -1,10 +1,10 @@
 //! Comparing explanations: Jaccard on hand-made masks and across view geometries, the overlay's
 //! colours, and faithfulness on a planted-region model (a right explanation beats a wrong one).
 
+use glassbox::attribution::Attribution;
 use glassbox::explain::lime::{LimeOptions, lime, lime_given};
 use glassbox::explain::{
-    self, Attribution, Explainer, Method, OcclusionOptions, ViewCache, cell_scores, occlusion,
-    occlusion_from,
+    self, Explainer, Method, OcclusionOptions, ViewCache, cell_scores, occlusion, occlusion_from,
 };
 use glassbox::mask::{jaccard, jaccard_views};
 use glassbox::metrics::{self, FaithfulnessCache, FaithfulnessOptions, auc, bands};
