@@ -15,6 +15,7 @@ pub mod model;
 pub mod output;
 pub mod perturb;
 pub mod render;
+mod rng;
 pub mod segment;
 pub mod study;
 pub mod view;

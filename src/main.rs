@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => cli::explain::explain(&args),
         Command::Compare(args) => cli::compare::compare_images(&args),
         Command::Study(args) => cli::study::study(&args),
+        Command::Sanity(args) => cli::sanity::sanity(&args),
         Command::Models { json, all } => cli::models::models(json, all),
     };
     match result {

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use crate::compare::Comparison;
 use crate::explain::{Cut, Explained, Explanation};
-use crate::metrics::Faithfulness;
+use crate::metrics::{Faithfulness, SanityCheck};
 use crate::model::{Classifier, Preprocess};
 use crate::render;
 use crate::view::{Photo, View, load_photo};
@@ -126,11 +126,6 @@ pub fn write_explanation(
         Explained::Occlusion(e) => {
             render::save_png(&render::masked(photo, view, &e.kept), &name("masked.png"))?;
             render::write_atomic(&name("mask.png"), &e.kept.to_png()?)?;
-            let title = format!("drop in p({label})");
-            render::save_png(
-                &render::heatmap(photo, view, &drop_map(e), &title)?,
-                &name("heatmap.png"),
-            )?;
             let title = format!(
                 "{stem} · {} · {}: p({label}) per occluded cell",
                 info.id(),
@@ -166,13 +161,13 @@ pub fn write_explanation(
             };
             render::save_png(&masked, &name("masked.png"))?;
             render::write_atomic(&name("mask.png"), &e.kept.to_png()?)?;
-            let title = format!("LIME weight for {label}");
-            render::save_png(
-                &render::heatmap(photo, view, &e.weight_map(e.class), &title)?,
-                &name("heatmap.png"),
-            )?;
         }
     }
+    let (values, title) = heat(explained, label);
+    render::save_png(
+        &render::heatmap(photo, view, &values, &title)?,
+        &name("heatmap.png"),
+    )?;
     explained.set_render_seconds(t.elapsed().as_secs_f64());
     if let Some(f) = faithfulness {
         let curves = format!("p({label})");
@@ -289,6 +284,69 @@ pub fn write_comparison(
     })
 }
 
+/// Writes a sanity check's files into `out`: `<image>.<model>.<method>.sanity.png`, the model's
+/// and its randomised twin's heatmaps side by side, and the `json` document with both
+/// explanations and their rank correlation and Jaccard index.
+///
+/// # Errors
+/// When a picture cannot be drawn or a file cannot be written.
+pub fn write_sanity(
+    classifier: &Classifier,
+    source: &Source<'_>,
+    check: &SanityCheck,
+    out: &Path,
+) -> Result<Written> {
+    let info = classifier.info();
+    let base = format!(
+        "{}.{}.{}.sanity",
+        source.stem(),
+        info.id(),
+        check.model.name()
+    );
+    let name = |suffix: &str| out.join(format!("{base}.{suffix}"));
+    let label = info.label(check.model.class()).unwrap_or("?");
+    let (model, title) = heat(&check.model, label);
+    let left = render::heatmap(
+        source.photo,
+        source.view,
+        &model,
+        &format!("model: {title}"),
+    )?;
+    let (twin, title) = heat(&check.twin, label);
+    let s = &check.sanity;
+    let title = format!(
+        "randomised twin: {title} (Spearman {:.2}, Jaccard {:.2})",
+        s.correlation, s.jaccard
+    );
+    let right = render::heatmap(source.photo, source.view, &twin, &title)?;
+    let gap = 12;
+    let mut both = RgbImage::from_pixel(
+        left.width() + gap + right.width(),
+        left.height().max(right.height()),
+        image::Rgb([255, 255, 255]),
+    );
+    image::imageops::replace(&mut both, &left, 0, 0);
+    image::imageops::replace(&mut both, &right, i64::from(left.width() + gap), 0);
+    render::save_png(&both, &name("png"))?;
+    let files = vec![format!("{base}.png"), format!("{base}.json")];
+    let mut doc = json!({
+        "method": check.model.name(),
+        "class": { "index": check.model.class(), "label": label },
+        "sanity": s.to_json(),
+        "explanation": check.model.to_json(|i| info.label(i)),
+        "twin_explanation": check.twin.to_json(|i| info.label(i)),
+        "twin_weights": "deterministic synthetic weights (He-uniform by fan-in), the build's generator seeded by model id and parameter path",
+        "outputs": files,
+    });
+    add_context(&mut doc, source, classifier);
+    write_json(&name("json"), &doc)?;
+    Ok(Written {
+        dir: out.to_path_buf(),
+        base,
+        files,
+    })
+}
+
 /// A document as pretty JSON, written atomically.
 fn write_json(path: &Path, doc: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(doc).unwrap_or_default();
@@ -328,6 +386,14 @@ fn ranking_curve(e: &Explanation) -> Result<(Vec<f32>, Option<usize>, Option<f64
         Cut::Threshold(t) | Cut::NoKnee(t) => (None, Some(t)),
     };
     Ok((values, cut_after, threshold))
+}
+
+/// What a heatmap shows of an explanation, per view pixel, and its title.
+fn heat(explained: &Explained, label: &str) -> (Vec<f32>, String) {
+    match explained {
+        Explained::Occlusion(e) => (drop_map(e), format!("drop in p({label})")),
+        Explained::Lime(e) => (e.weight_map(e.class), format!("LIME weight for {label}")),
+    }
 }
 
 /// Per view pixel, the drop in p[c*] when its cell (the finest cell covering it) was occluded.

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use glassbox::explain::lime::{LimeOptions, Segmenter};
 use glassbox::explain::{Explainer, Method, OcclusionOptions};
 use glassbox::metrics::FaithfulnessOptions;
-use glassbox::model::Precision;
+use glassbox::model::{Precision, Weights};
 use glassbox::perturb::Fill;
 use glassbox::segment::quickshift::Quickshift;
 use glassbox::segment::slic::Slic;
@@ -50,6 +50,9 @@ pub enum Command {
     /// Compare explainers over a folder of images (resumable, shardable), with the report's
     /// FLOP 5 / TOP 5 / MEAN tables, timings and contact sheets.
     Study(StudyArgs),
+    /// Model-randomisation sanity check: explain each image with the model and with its
+    /// randomised twin (synthetic weights); a faithful explainer's two maps differ.
+    Sanity(SanityArgs),
     /// The built-in models: real or synthetic, preprocessing, provenance.
     Models {
         /// Print JSON instead of text.
@@ -120,6 +123,29 @@ pub struct ExplainArgs {
     /// lime: show the top segments by |weight|, green for positive and red for negative.
     #[arg(long)]
     pub signed: bool,
+}
+
+#[derive(clap::Args)]
+pub struct SanityArgs {
+    /// Image files.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Model id (one with real weights); the default model when omitted.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// The explainer.
+    #[arg(long, value_enum, default_value_t = MethodOpt::Arbitrary)]
+    pub method: MethodOpt,
+    #[command(flatten)]
+    pub params: ParamArgs,
+    /// lime's seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u32,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// Output folder (created if missing).
+    #[arg(long, default_value = "glassbox-out")]
+    pub out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -235,7 +261,19 @@ impl DeviceArg {
         compute: &Compute,
         counter: bool,
     ) -> glassbox::Result<Classifier> {
-        let mut classifier = Classifier::load_with(info, compute, self.precision.into())?;
+        self.load_weights(info, compute, counter, Weights::Own)
+    }
+
+    /// As [`DeviceArg::load`], with the model's own weights or its randomised twin's.
+    pub fn load_weights(
+        &self,
+        info: ModelInfo,
+        compute: &Compute,
+        counter: bool,
+        weights: Weights,
+    ) -> glassbox::Result<Classifier> {
+        let mut classifier =
+            Classifier::load_weights(info, compute, self.precision.into(), weights)?;
         if let Some(batch) = self.batch {
             classifier.set_chunk_size(batch);
         }

@@ -8,6 +8,7 @@ pub mod compare;
 pub mod explain;
 pub mod models;
 pub mod progress;
+pub mod sanity;
 pub mod study;
 
 use std::collections::HashMap;

@@ -75,6 +75,16 @@ impl Explainer {
         }
     }
 
+    /// The same explainer for `class` instead of the top prediction.
+    pub fn for_class(&self, class: usize) -> Explainer {
+        let mut explainer = *self;
+        match &mut explainer {
+            Explainer::Occlusion { options, .. } => options.class = Some(class),
+            Explainer::Lime(o) => o.class = Some(class),
+        }
+        explainer
+    }
+
     /// The fill of hidden parts (also deletion's target).
     pub fn fill(&self) -> Fill {
         match self {

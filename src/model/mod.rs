@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use burn::store::{BurnpackStore, FloatCastAdapter};
+use burn::store::{BurnpackStore, ChainAdapter, FloatCastAdapter};
 use burn::tensor::{FloatDType, Tensor};
 
 use crate::device::Compute;
@@ -174,6 +174,7 @@ pub fn kernels_from_env() -> Result<()> {
 #[cfg(feature = "layer-profile")]
 pub mod layers;
 pub mod simd;
+mod twin;
 
 mod generated {
     use super::*;
@@ -353,6 +354,17 @@ fn clean_label(line: &str) -> &str {
     }
 }
 
+/// Which weights a [`Classifier`] loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Weights {
+    /// The model's own: trained, or the build's synthetic ones when its file was absent at build
+    /// time ([`ModelInfo::synthetic`]).
+    #[default]
+    Own,
+    /// Its randomised twin's, for the model-randomisation sanity check.
+    Randomised,
+}
+
 /// What a [`Classifier`] calls after every chunk: rows done, rows asked for.
 type ProgressFn = dyn Fn(usize, usize) + Send + Sync;
 
@@ -363,6 +375,7 @@ pub struct Classifier {
     net: Net,
     compute: Compute,
     precision: Precision,
+    weights: Weights,
     /// Samples per forward pass; lowered for good when the device refuses a chunk.
     chunk: AtomicUsize,
     /// Chunks the device refused so far.
@@ -388,6 +401,18 @@ impl Classifier {
     /// As [`Classifier::load`], computing in `precision`. [`Precision::F16`] needs a GPU whose
     /// shaders support it ([`Compute::supports_f16`]); anywhere else it is refused.
     pub fn load_with(info: ModelInfo, compute: &Compute, precision: Precision) -> Result<Self> {
+        Self::load_weights(info, compute, precision, Weights::Own)
+    }
+
+    /// As [`Classifier::load_with`], with the model's own weights or its randomised twin's: the
+    /// same network under deterministic synthetic weights, drawn as the build draws them for a
+    /// weight-free skeleton and put in place of the trained ones as they load.
+    pub fn load_weights(
+        info: ModelInfo,
+        compute: &Compute,
+        precision: Precision,
+        weights: Weights,
+    ) -> Result<Self> {
         if precision == Precision::F16 && !compute.supports_f16() {
             return Err(Error::InvalidArgument(format!(
                 "precision f16 needs a GPU with 16-bit float shaders; {compute} computes in f32 only"
@@ -411,12 +436,17 @@ impl Classifier {
                 built_at,
             } => BurnpackStore::from_file(find_weights(info.id(), file_name, built_at)?),
         };
-        if precision != Precision::F32 {
-            // Converted on the host as they load, so no f32 copy of a weight ever reaches the
-            // device (AlexNet's 151 MB fc6 matrix is over lavapipe's 128 MiB binding limit,
-            // and a cast kernel would have to bind it).
-            store = store.with_from_adapter(FloatCastAdapter::to(precision.dtype().into()));
-        }
+        // Converted on the host as they load, so no f32 copy of a weight ever reaches the
+        // device (AlexNet's 151 MB fc6 matrix is over lavapipe's 128 MiB binding limit, and a
+        // cast kernel would have to bind it).
+        let cast = FloatCastAdapter::to(precision.dtype().into());
+        let twin = twin::SyntheticWeights { model: info.id() };
+        store = match (weights, precision) {
+            (Weights::Own, Precision::F32) => store,
+            (Weights::Own, _) => store.with_from_adapter(cast),
+            (Weights::Randomised, Precision::F32) => store.with_from_adapter(twin),
+            (Weights::Randomised, _) => store.with_from_adapter(ChainAdapter::new(twin, cast)),
+        };
         net.load(&mut store).map_err(|reason| Error::ModelLoad {
             model: info.id().to_string(),
             reason,
@@ -432,6 +462,7 @@ impl Classifier {
             net,
             compute: compute.clone(),
             precision,
+            weights,
             chunk: AtomicUsize::new(chunk.max(1)),
             refused: AtomicUsize::new(0),
             progress: None,
@@ -451,6 +482,11 @@ impl Classifier {
     /// The floating-point format it computes in.
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// Whose weights it computes with.
+    pub fn weights(&self) -> Weights {
+        self.weights
     }
 
     /// Samples per forward pass, derived from the device's limits and the model's buffer sizes,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::rng::{fnv1a, splitmix64};
 use crate::{Error, Result};
 
 /// File extensions a study picks up (case-insensitive).
@@ -49,19 +50,6 @@ pub(super) fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 }
 
 /// SplitMix64: the seeded choice of one image per category.
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// The images of `dir`: its category sub-folders' images (the Caltech-256 layout) and its own
 /// image files, sorted by path. With `one_per_category`, one image per category chosen by
 /// `seed` (the same seed picks the same images). `limit` keeps the first images of the list.

@@ -12,4 +12,5 @@ mod gpu;
 mod known_answers;
 mod lime;
 mod parity;
+mod sanity;
 mod study;

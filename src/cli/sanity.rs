@@ -1,0 +1,90 @@
+//! `glassbox sanity`: the model-randomisation sanity check, each image explained with the model
+//! and with its randomised twin, the two heatmaps side by side.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use glassbox::Classifier;
+use glassbox::explain::Explainer;
+use glassbox::metrics::sanity_check;
+use glassbox::model::Weights;
+use glassbox::output::{self, Source};
+
+use super::args::SanityArgs;
+use super::progress::report_refusals;
+use super::{pick_model, precision_note, print_notes, select_device};
+
+pub fn sanity(args: &SanityArgs) -> glassbox::Result<ExitCode> {
+    let info = pick_model(args.model.as_deref())?;
+    if info.synthetic() {
+        return Err(glassbox::Error::InvalidArgument(format!(
+            "model '{}' has synthetic weights already: its randomised twin is no test of the explainer (run onnx/fetch.sh and rebuild for its real weights)",
+            info.id()
+        )));
+    }
+    let explainer = args.params.explainer(args.method, &info, args.seed, None)?;
+    output::prepare_dir(&args.out)?;
+    let compute = select_device(args.device.device.into())?;
+    let model = args.device.load(info, &compute, true)?;
+    let twin = args
+        .device
+        .load_weights(info, &compute, true, Weights::Randomised)?;
+    eprintln!(
+        "glassbox: {} and its randomised twin on {compute}{}, {}",
+        info.id(),
+        precision_note(model.precision()),
+        explainer.name()
+    );
+    let mut failed = false;
+    let total = args.images.len();
+    for (n, path) in args.images.iter().enumerate() {
+        let started = Instant::now();
+        match check_one(&model, &twin, path, &explainer, &args.out) {
+            Ok(summary) => eprintln!(
+                "[{}/{total}] {summary} ({:.2} s)",
+                n + 1,
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("glassbox: error: {e}");
+            }
+        }
+    }
+    report_refusals(&model);
+    report_refusals(&twin);
+    Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Checks one image and writes its files; returns the summary line.
+fn check_one(
+    model: &Classifier,
+    twin: &Classifier,
+    path: &Path,
+    explainer: &Explainer,
+    out: &Path,
+) -> glassbox::Result<String> {
+    let (photo, view) = output::open(path, model.info().preprocess())?;
+    print_notes(path, &photo);
+    let check = sanity_check(model, twin, &view, explainer)?;
+    let source = Source {
+        image: path,
+        photo: &photo.rgb,
+        view: &view,
+    };
+    let written = output::write_sanity(model, &source, &check, out)?;
+    let label = model.info().label(check.model.class()).unwrap_or("?");
+    Ok(format!(
+        "{}: {label} ({}): model vs randomised twin: Spearman {:.3}, Jaccard {:.3} → {}",
+        path.display(),
+        check.model.class(),
+        check.sanity.correlation,
+        check.sanity.jaccard,
+        written.pattern().display()
+    ))
+}
