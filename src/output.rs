@@ -161,6 +161,23 @@ pub fn write_explanation(
             };
             render::save_png(&masked, &name("masked.png"))?;
             render::write_atomic(&name("mask.png"), &e.kept.to_png()?)?;
+            if let Some(stability) = &e.stability {
+                let std: Vec<f32> = e
+                    .segmentation
+                    .labels()
+                    .iter()
+                    .map(|l| stability.std[*l as usize] as f32)
+                    .collect();
+                let title = format!(
+                    "std of LIME weight for {label} over {} seeds",
+                    stability.seeds.len()
+                );
+                render::save_png(
+                    &render::heatmap(photo, view, &std, &title)?,
+                    &name("stability.png"),
+                )?;
+                files.push("stability.png");
+            }
         }
     }
     let (values, title) = heat(explained, label);

@@ -88,6 +88,10 @@ pub struct ParamArgs {
     /// lime: segments shown in the mask.
     #[arg(long, default_value_t = 5)]
     pub features: usize,
+    /// lime: run R times with seeds S..S+R-1 and report how stable the explanation is (each
+    /// segment's weight mean and std, the masks' mean pairwise Jaccard).
+    #[arg(long, value_name = "R")]
+    pub stability: Option<usize>,
     /// Faithfulness: pixel steps of the deletion and insertion curves (0: do not measure).
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
@@ -354,6 +358,11 @@ impl ParamArgs {
             fill,
             class,
         };
+        if self.stability.is_some() && !matches!(method, MethodOpt::Lime) {
+            return Err(bad(
+                "--stability runs lime several times: use it with --method lime".into(),
+            ));
+        }
         let occlusion = |method| Ok(Explainer::Occlusion { method, options });
         match method {
             MethodOpt::Arbitrary => occlusion(Method::Arbitrary {
@@ -375,6 +384,15 @@ impl ParamArgs {
                 if self.features == 0 {
                     return Err(bad("--features must be at least 1".into()));
                 }
+                let runs = match self.stability {
+                    None => 1,
+                    Some(r) if (2..=100).contains(&r) => r,
+                    Some(r) => {
+                        return Err(bad(format!(
+                            "--stability {r} must be between 2 and 100 (runs with seeds S..S+R-1)"
+                        )));
+                    }
+                };
                 Ok(Explainer::Lime(LimeOptions {
                     samples: self.samples,
                     seed,
@@ -386,6 +404,7 @@ impl ParamArgs {
                     fill,
                     features: self.features,
                     class,
+                    runs,
                     ..LimeOptions::default()
                 }))
             }

@@ -146,8 +146,15 @@ fn explain_one(
                     )
                 })
                 .unwrap_or_default();
+            let stable = e.stability.as_ref().map_or(String::new(), |s| {
+                format!(
+                    "; over {} seeds: masks' mean Jaccard {:.2}",
+                    s.seeds.len(),
+                    s.mean_jaccard
+                )
+            });
             format!(
-                "{}: {label} ({}); {} segment{}, {} samples: segmentation {:.2} s, perturb+classify {:.2} s, regression {:.3} s{fit}{faith} → {}",
+                "{}: {label} ({}); {} segment{}, {} samples: segmentation {:.2} s, perturb+classify {:.2} s, regression {:.3} s{fit}{stable}{faith} → {}",
                 path.display(),
                 e.class,
                 e.segmentation.count(),

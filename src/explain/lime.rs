@@ -65,6 +65,9 @@ pub struct LimeOptions {
     pub alpha: f64,
     /// Also explain this class, whatever its rank.
     pub class: Option<usize>,
+    /// Runs with seeds `seed..seed + runs` to measure how stable the explanation is (see
+    /// [`Stability`]); 1 runs LIME once, as lime does.
+    pub runs: usize,
 }
 
 impl Default for LimeOptions {
@@ -79,6 +82,7 @@ impl Default for LimeOptions {
             kernel_width: 0.25,
             alpha: 1.0,
             class: None,
+            runs: 1,
         }
     }
 }
@@ -165,6 +169,35 @@ pub struct LimeExplanation {
     pub kept: Mask,
     /// Time per stage.
     pub timings: LimeTimings,
+    /// How stable the explanation is over seeds, when `options.runs` asked for several runs
+    /// (the rest of the explanation is the first run's, with `options.seed`).
+    pub stability: Option<Stability>,
+}
+
+/// How much LIME's explanation of one class moves from one seed to the next: the complaint
+/// raised most often on lime's tracker (marcotcr/lime #67, #119, #231, …).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stability {
+    /// The seeds run: `seed..seed + runs`.
+    pub seeds: Vec<u32>,
+    /// Per segment, the mean of the explained class's weight over the runs.
+    pub mean: Vec<f64>,
+    /// Per segment, the standard deviation of that weight (n − 1 in the denominator).
+    pub std: Vec<f64>,
+    /// The Jaccard index of the runs' masks, averaged over every pair of runs.
+    pub mean_jaccard: f64,
+    /// Seconds the runs after the first took.
+    pub seconds: f64,
+}
+
+impl Stability {
+    /// The document form.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "seeds": self.seeds, "mean_jaccard": self.mean_jaccard,
+            "weight_mean": self.mean, "weight_std": self.std, "seconds": self.seconds,
+        })
+    }
 }
 
 /// Explains `view` with LIME.
@@ -287,7 +320,7 @@ pub fn lime_given(
             .collect(),
     )?;
     let probabilities = classes.iter().map(|&c| first[c]).collect();
-    Ok(LimeExplanation {
+    let mut explanation = LimeExplanation {
         options: *options,
         segmentation,
         models,
@@ -296,6 +329,65 @@ pub fn lime_given(
         class,
         kept,
         timings,
+        stability: None,
+    };
+    if options.runs > 1 {
+        explanation.stability = Some(stability(classifier, view, &explanation)?);
+    }
+    Ok(explanation)
+}
+
+/// Runs LIME again with the seeds after the first run's, for the first run's class, and
+/// measures how the explained class's weights and mask move.
+fn stability(classifier: &Classifier, view: &View, first: &LimeExplanation) -> Result<Stability> {
+    let t = Instant::now();
+    let o = first.options;
+    let seeds: Vec<u32> = (0..o.runs as u32).map(|i| o.seed.wrapping_add(i)).collect();
+    let weights = |e: &LimeExplanation| {
+        e.models
+            .iter()
+            .find(|m| m.class == e.class)
+            .map(|m| m.weights.clone())
+            .ok_or_else(|| Error::InvalidArgument("no local model".into()))
+    };
+    let mut runs = vec![(weights(first)?, first.kept.clone())];
+    for &seed in &seeds[1..] {
+        let options = LimeOptions {
+            seed,
+            class: Some(first.class),
+            runs: 1,
+            ..o
+        };
+        let e = lime_given(classifier, view, &options, Some(&first.original))?;
+        runs.push((weights(&e)?, e.kept));
+    }
+    let n = runs.len() as f64;
+    let segments = runs[0].0.len();
+    let mean: Vec<f64> = (0..segments)
+        .map(|s| runs.iter().map(|(w, _)| w[s]).sum::<f64>() / n)
+        .collect();
+    let std: Vec<f64> = (0..segments)
+        .map(|s| {
+            let var = runs
+                .iter()
+                .map(|(w, _)| (w[s] - mean[s]).powi(2))
+                .sum::<f64>()
+                / (n - 1.0);
+            var.sqrt()
+        })
+        .collect();
+    let mut jaccards = Vec::new();
+    for i in 0..runs.len() {
+        for j in i + 1..runs.len() {
+            jaccards.push(runs[i].1.jaccard(&runs[j].1)?);
+        }
+    }
+    Ok(Stability {
+        seeds,
+        mean,
+        std,
+        mean_jaccard: jaccards.iter().sum::<f64>() / jaccards.len() as f64,
+        seconds: t.elapsed().as_secs_f64(),
     })
 }
 
@@ -483,7 +575,7 @@ impl LimeExplanation {
                 })
             })
             .collect();
-        json!({
+        let mut doc = json!({
             "method": "lime",
             "parameters": {
                 "samples": self.options.samples, "seed": self.options.seed, "features": self.options.features,
@@ -496,7 +588,12 @@ impl LimeExplanation {
             "variants": self.options.samples,
             "kept_fraction": self.kept.kept_fraction(),
             "timings_s": { "segmentation": self.timings.segmentation, "perturb_classify": self.timings.perturb_classify, "regression": self.timings.regression, "render": self.timings.render },
-        })
+        });
+        // Only with several runs, so that a single run's document stays lime's.
+        if let (Some(stability), Some(obj)) = (&self.stability, doc.as_object_mut()) {
+            obj.insert("stability".into(), stability.to_json());
+        }
+        doc
     }
 }
 

@@ -69,8 +69,13 @@ impl Explainer {
                     Segmenter::Slic(s) => format!("slic:{}", s.segments),
                     Segmenter::Grid(g) => format!("grid:{g}"),
                 };
-                json!({ "method": "lime", "samples": o.samples, "seed": o.seed, "segments": segments,
-                        "fill": o.fill.name(), "features": o.features, "class": o.class })
+                let mut doc = json!({ "method": "lime", "samples": o.samples, "seed": o.seed, "segments": segments,
+                        "fill": o.fill.name(), "features": o.features, "class": o.class });
+                // Only with several runs, so that records of single runs stay as they were.
+                if let (true, Some(obj)) = (o.runs > 1, doc.as_object_mut()) {
+                    obj.insert("runs".into(), json!(o.runs));
+                }
+                doc
             }
         }
     }

@@ -584,6 +584,66 @@ fn lime_signed_picture_and_bad_flags() {
 }
 
 #[test]
+fn lime_stability_writes_its_spread_and_refuses_bad_runs() {
+    let out = scratch("lime_stability");
+    let image = data("coffee.png");
+    let image = image.to_str().expect("utf-8");
+    let run = explain_into(
+        &out,
+        &[
+            "--method",
+            "lime",
+            "--model",
+            "planted-centre",
+            "--samples",
+            "100",
+            "--segments",
+            "grid",
+            "--stability",
+            "3",
+            "--steps",
+            "0",
+            image,
+        ],
+    );
+    let stderr = text(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("over 3 seeds: masks' mean Jaccard"),
+        "{stderr}"
+    );
+    let base = "coffee.planted-centre.lime";
+    assert!(out.join(format!("{base}.stability.png")).is_file());
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(format!("{base}.json"))).expect("json"))
+            .expect("JSON");
+    assert_eq!(doc["stability"]["seeds"], serde_json::json!([0, 1, 2]));
+    let std = doc["stability"]["weight_std"].as_array().expect("std");
+    assert_eq!(
+        std.len(),
+        doc["segmentation"]["count"].as_u64().expect("count") as usize
+    );
+    for (flags, part) in [
+        (
+            vec!["--method", "lime", "--stability", "1"],
+            "--stability 1",
+        ),
+        (
+            vec!["--method", "arbitrary", "--stability", "3"],
+            "--method lime",
+        ),
+    ] {
+        let mut args = flags.clone();
+        args.push(image);
+        let run = explain_into(&out, &args);
+        let stderr = text(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert_eq!(error_lines(&stderr).len(), 1, "{stderr}");
+        assert!(stderr.contains(part), "{flags:?}: {stderr}");
+    }
+}
+
+#[test]
 fn every_common_pixel_format_and_odd_size_classifies() {
     use image::{DynamicImage, ImageFormat};
     let dir = scratch("formats");

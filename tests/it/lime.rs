@@ -297,3 +297,60 @@ fn keeping_only_some_columns_gives_exactly_those_columns() {
         "a column the model lacks"
     );
 }
+
+/// `runs` seeds: the first run is the single run's explanation, to the bit; the spread is
+/// measured over all runs, each a different sample, and the mean weight is their mean.
+#[test]
+fn stability_over_seeds_keeps_the_first_run_and_measures_the_spread() {
+    let info = ModelInfo::find("planted-centre").expect("fixture");
+    let classifier = Classifier::load(info, &Compute::cpu()).expect("load");
+    let photo = glassbox::view::load_photo(&data("coffee.png")).expect("photo");
+    let view = View::new(&photo.rgb, info.preprocess());
+    let single = LimeOptions {
+        samples: 200,
+        segmenter: Segmenter::Grid(6),
+        seed: 5,
+        ..LimeOptions::default()
+    };
+    let one = lime(&classifier, &view, &single).expect("one run");
+    assert!(one.stability.is_none());
+    let three = lime(&classifier, &view, &LimeOptions { runs: 3, ..single }).expect("three");
+    assert_eq!(three.models, one.models, "the first run is the single run");
+    assert_eq!(three.kept, one.kept);
+    let s = three.stability.as_ref().expect("stability");
+    assert_eq!(s.seeds, vec![5, 6, 7]);
+    let segments = one.models[0].weights.len();
+    assert_eq!((s.mean.len(), s.std.len()), (segments, segments));
+    // Each seed draws another sample, so some weight must move.
+    assert!(s.std.iter().any(|v| *v > 0.0), "{:?}", s.std);
+    assert!(s.std.iter().all(|v| v.is_finite() && *v >= 0.0));
+    // The mean includes the first run's weights: seed 6 and 7 alone give the rest.
+    let rest: Vec<Vec<f64>> = [6, 7]
+        .iter()
+        .map(|&seed| {
+            let o = LimeOptions {
+                seed,
+                class: Some(one.class),
+                ..single
+            };
+            let e = lime(&classifier, &view, &o).expect("run");
+            let m = e
+                .models
+                .iter()
+                .find(|m| m.class == one.class)
+                .expect("model");
+            m.weights.clone()
+        })
+        .collect();
+    let first = &one
+        .models
+        .iter()
+        .find(|m| m.class == one.class)
+        .expect("m")
+        .weights;
+    for k in 0..segments {
+        let mean = (first[k] + rest[0][k] + rest[1][k]) / 3.0;
+        assert!((s.mean[k] - mean).abs() < 1e-12, "segment {k}");
+    }
+    assert!((0.0..=1.0).contains(&s.mean_jaccard));
+}
