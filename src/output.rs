@@ -179,6 +179,24 @@ pub fn write_explanation(
                 files.push("stability.png");
             }
         }
+        Explained::KernelShap(e) => {
+            let masked = match picture {
+                Picture::Signed => render::signed(
+                    photo,
+                    view,
+                    e.segmentation.labels(),
+                    &crate::explain::kernelshap::signed(&e.phi, e.options.features),
+                ),
+                Picture::PositiveOnly => render::masked(photo, view, &e.kept),
+            };
+            render::save_png(&masked, &name("masked.png"))?;
+            render::write_atomic(&name("mask.png"), &e.kept.to_png()?)?;
+            let title = format!("SHAP value for {label}");
+            render::save_png(
+                &render::heatmap(photo, view, &e.phi_map(), &title)?,
+                &name("heatmap.png"),
+            )?;
+        }
     }
     let (values, title) = heat(explained, label);
     render::save_png(
@@ -210,7 +228,7 @@ pub fn write_explanation(
                     .collect();
                 obj.insert("outputs".into(), json!(names));
             }
-            Explained::Lime(_) => {
+            Explained::Lime(_) | Explained::KernelShap(_) => {
                 let picture = match picture {
                     Picture::Signed => "signed",
                     Picture::PositiveOnly => "positive-only",

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use glassbox::explain::kernelshap::{KernelShapOptions, Samples};
 use glassbox::explain::lime::{LimeOptions, Segmenter};
 use glassbox::explain::{Explainer, Method, OcclusionOptions};
 use glassbox::metrics::FaithfulnessOptions;
@@ -79,13 +80,15 @@ pub struct ParamArgs {
     /// What occluded cells become: black, grey, mean (segment mean colour) or blur[:SIGMA].
     #[arg(long, default_value = "black")]
     pub fill: String,
-    /// lime: perturbed samples, the original included.
-    #[arg(long, default_value_t = 1000)]
-    pub samples: usize,
-    /// lime: interpretable features: quickshift (lime's), slic, or the occlusion grid (--grid).
+    /// lime: perturbed samples, the original included [default: 1000]; kernelshap: coalitions,
+    /// `auto` (2·segments + 2048, shap's default) or a count [default: auto].
+    #[arg(long, value_parser = parse_samples)]
+    pub samples: Option<Samples>,
+    /// lime, kernelshap: interpretable features: quickshift (lime's), slic, or the occlusion grid
+    /// (--grid).
     #[arg(long, value_enum, default_value_t = SegmentsOpt::Quickshift)]
     pub segments: SegmentsOpt,
-    /// lime: segments shown in the mask.
+    /// lime, kernelshap: segments shown in the mask.
     #[arg(long, default_value_t = 5)]
     pub features: usize,
     /// lime: run R times with seeds S..S+R-1 and report how stable the explanation is (each
@@ -118,7 +121,8 @@ pub struct ExplainArgs {
     /// Output folder (created if missing).
     #[arg(long, default_value = "glassbox-out")]
     pub out: PathBuf,
-    /// lime: seed of the sample (lime's random_state: the same seed gives lime's own sample).
+    /// lime: seed of the sample (lime's random_state: the same seed gives lime's own sample);
+    /// kernelshap: seed of the random coalitions.
     #[arg(long, default_value_t = 0)]
     pub seed: u32,
     /// lime: show the top positive segments only, the rest black (lime's default picture).
@@ -165,7 +169,7 @@ pub struct CompareArgs {
     pub b: String,
     #[command(flatten)]
     pub params: ParamArgs,
-    /// lime's seed.
+    /// lime's and kernelshap's seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u32,
     #[command(flatten)]
@@ -189,7 +193,7 @@ pub struct StudyArgs {
     /// One image per category, chosen with --seed.
     #[arg(long)]
     pub one_per_category: bool,
-    /// Seed of the per-category choice, and lime's seed.
+    /// Seed of the per-category choice, and lime's and kernelshap's seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u32,
     /// Study the first N images (after the per-category choice).
@@ -238,6 +242,12 @@ pub enum MethodOpt {
     DoubleDivision,
     Elbow,
     Lime,
+    Kernelshap,
+}
+
+/// `--samples`: `auto` or a count.
+fn parse_samples(text: &str) -> Result<Samples, String> {
+    text.parse().map_err(|e: glassbox::Error| e.to_string())
 }
 
 #[derive(clap::Args)]
@@ -353,6 +363,19 @@ impl ParamArgs {
                 pre.width * pre.height
             )));
         }
+        if self.samples == Some(Samples::Auto)
+            && !matches!(method, MethodOpt::Lime | MethodOpt::Kernelshap)
+        {
+            return Err(bad(
+                "--samples auto applies to kernelshap only (the occlusion rules take no samples)"
+                    .into(),
+            ));
+        }
+        let segmenter = match self.segments {
+            SegmentsOpt::Quickshift => Segmenter::Quickshift(Quickshift::default()),
+            SegmentsOpt::Slic => Segmenter::Slic(Slic::default()),
+            SegmentsOpt::Grid => Segmenter::Grid(self.grid),
+        };
         let options = OcclusionOptions {
             grid: self.grid,
             fill,
@@ -375,10 +398,18 @@ impl ParamArgs {
                 if !matches!(fill, Fill::Black | Fill::Mean) {
                     return Err(bad("lime's --fill is black or mean".into()));
                 }
-                if !(2..=1_000_000).contains(&self.samples) {
+                let samples = match self.samples {
+                    None => LimeOptions::default().samples,
+                    Some(Samples::Count(n)) => n,
+                    Some(Samples::Auto) => {
+                        return Err(bad(
+                            "--samples auto is not available for lime yet; give a count".into(),
+                        ));
+                    }
+                };
+                if !(2..=1_000_000).contains(&samples) {
                     return Err(bad(format!(
-                        "--samples {} must be between 2 and 1000000",
-                        self.samples
+                        "--samples {samples} must be between 2 and 1000000"
                     )));
                 }
                 if self.features == 0 {
@@ -394,18 +425,38 @@ impl ParamArgs {
                     }
                 };
                 Ok(Explainer::Lime(LimeOptions {
-                    samples: self.samples,
+                    samples,
                     seed,
-                    segmenter: match self.segments {
-                        SegmentsOpt::Quickshift => Segmenter::Quickshift(Quickshift::default()),
-                        SegmentsOpt::Slic => Segmenter::Slic(Slic::default()),
-                        SegmentsOpt::Grid => Segmenter::Grid(self.grid),
-                    },
+                    segmenter,
                     fill,
                     features: self.features,
                     class,
                     runs,
                     ..LimeOptions::default()
+                }))
+            }
+            MethodOpt::Kernelshap => {
+                if !matches!(fill, Fill::Black | Fill::Mean) {
+                    return Err(bad("kernelshap's --fill is black or mean".into()));
+                }
+                let samples = self.samples.unwrap_or(Samples::Auto);
+                if let Samples::Count(n) = samples
+                    && !(1..=1_000_000).contains(&n)
+                {
+                    return Err(bad(format!(
+                        "--samples {n} must be auto or between 1 and 1000000"
+                    )));
+                }
+                if self.features == 0 {
+                    return Err(bad("--features must be at least 1".into()));
+                }
+                Ok(Explainer::KernelShap(KernelShapOptions {
+                    samples,
+                    seed,
+                    segmenter,
+                    fill,
+                    features: self.features,
+                    class,
                 }))
             }
         }
@@ -434,7 +485,7 @@ pub fn parse_spec(
     })?;
     let method = MethodOpt::from_str(method, true).map_err(|_| {
         bad(format!(
-            "'{text}': unknown method '{method}' (arbitrary, statistical, double-division, elbow, lime)"
+            "'{text}': unknown method '{method}' (arbitrary, statistical, double-division, elbow, lime, kernelshap)"
         ))
     })?;
     let info = ModelInfo::find(model)?;

@@ -166,5 +166,37 @@ fn explain_one(
                 written.pattern().display()
             )
         }
+        Explained::KernelShap(e) => {
+            let t = e.timings;
+            let difference = e.probability as f64 - e.base_value as f64;
+            let share = 100.0 * t.outside_forward() / t.total().max(f64::MIN_POSITIVE);
+            format!(
+                "{}: {label} ({}) p={:.4}; {} segment{}, {} samples{}{}: Σφ {:.6} vs f(x) − f(fill) {:.6} (|Δ| {:.1e}); segmentation {:.2} s, sampling {:.3} s, perturb+classify {:.2} s, solve {:.3} s ({share:.1} % outside the forward passes){faith} → {}",
+                path.display(),
+                e.class,
+                e.probability,
+                e.segmentation.count(),
+                if e.segmentation.count() == 1 { "" } else { "s" },
+                e.samples,
+                if e.exact {
+                    " (every coalition: exact)"
+                } else {
+                    ""
+                },
+                if e.solver == glassbox::explain::kernelshap::Solver::Svd {
+                    " (fewer than the segments need: least-squares solve)"
+                } else {
+                    ""
+                },
+                e.phi_sum(),
+                difference,
+                (e.phi_sum() - difference).abs(),
+                t.segmentation,
+                t.sampling,
+                t.perturb_classify,
+                t.solve,
+                written.pattern().display()
+            )
+        }
     })
 }

@@ -1,5 +1,5 @@
-//! Explainers: the report's occlusion rules (arbitrary, statistical, double division, elbow) and
-//! LIME, behind one [`Explainer`] type and one [`run`].
+//! Explainers: the report's occlusion rules (arbitrary, statistical, double division, elbow),
+//! LIME and KernelSHAP, behind one [`Explainer`] type and one [`run`].
 //!
 //! Every explainer works on the model's input view, so masks from different methods and
 //! models are directly comparable, and every variant goes through the [`Perturber`]
@@ -7,12 +7,14 @@
 //! [`ViewCache`]: the view's own prediction, each grid's single-cell scores and each pixel
 //! order's faithfulness curves are classified once.
 
+pub mod kernelshap;
 pub mod lime;
 mod occlusion;
 pub mod rules;
 
 use serde_json::{Value, json};
 
+use kernelshap::{KernelShapExplanation, KernelShapOptions, kernel_shap_given};
 use lime::{LimeExplanation, LimeOptions, Segmenter, lime_given};
 pub use occlusion::{
     CellScores, Cut, Explanation, Method, OcclusionOptions, Phase, Timings, cell_scores,
@@ -39,6 +41,8 @@ pub enum Explainer {
     },
     /// LIME.
     Lime(LimeOptions),
+    /// KernelSHAP over segments.
+    KernelShap(KernelShapOptions),
 }
 
 impl Explainer {
@@ -47,6 +51,7 @@ impl Explainer {
         match self {
             Explainer::Occlusion { method, .. } => method.name(),
             Explainer::Lime(_) => "lime",
+            Explainer::KernelShap(_) => "kernelshap",
         }
     }
 
@@ -77,6 +82,11 @@ impl Explainer {
                 }
                 doc
             }
+            Explainer::KernelShap(o) => {
+                json!({ "method": "kernelshap", "samples": o.samples.name(), "seed": o.seed,
+                        "segments": segments_name(&o.segmenter), "fill": o.fill.name(),
+                        "features": o.features, "class": o.class })
+            }
         }
     }
 
@@ -95,7 +105,17 @@ impl Explainer {
         match self {
             Explainer::Occlusion { options, .. } => options.fill,
             Explainer::Lime(o) => o.fill,
+            Explainer::KernelShap(o) => o.fill,
         }
+    }
+}
+
+/// A segmenter as explainer records name it (`quickshift`, `slic:N`, `grid:G`).
+fn segments_name(segmenter: &Segmenter) -> String {
+    match segmenter {
+        Segmenter::Quickshift(_) => "quickshift".to_string(),
+        Segmenter::Slic(s) => format!("slic:{}", s.segments),
+        Segmenter::Grid(g) => format!("grid:{g}"),
     }
 }
 
@@ -106,6 +126,8 @@ pub enum Explained {
     Occlusion(Explanation),
     /// LIME's explanation.
     Lime(LimeExplanation),
+    /// KernelSHAP's explanation.
+    KernelShap(KernelShapExplanation),
 }
 
 impl Explained {
@@ -114,6 +136,7 @@ impl Explained {
         match self {
             Explained::Occlusion(e) => e.method.name(),
             Explained::Lime(_) => "lime",
+            Explained::KernelShap(_) => "kernelshap",
         }
     }
 
@@ -122,6 +145,7 @@ impl Explained {
         match self {
             Explained::Occlusion(e) => e.class,
             Explained::Lime(e) => e.class,
+            Explained::KernelShap(e) => e.class,
         }
     }
 
@@ -130,6 +154,7 @@ impl Explained {
         match self {
             Explained::Occlusion(e) => &e.kept,
             Explained::Lime(e) => &e.kept,
+            Explained::KernelShap(e) => &e.kept,
         }
     }
 
@@ -138,6 +163,7 @@ impl Explained {
         match self {
             Explained::Occlusion(e) => Attribution::from(e),
             Explained::Lime(e) => Attribution::from(e),
+            Explained::KernelShap(e) => Attribution::from(e),
         }
     }
 
@@ -146,6 +172,7 @@ impl Explained {
         match self {
             Explained::Occlusion(e) => e.timings.render = seconds,
             Explained::Lime(e) => e.timings.render = seconds,
+            Explained::KernelShap(e) => e.timings.render = seconds,
         }
     }
 
@@ -154,6 +181,7 @@ impl Explained {
         match self {
             Explained::Occlusion(e) => e.to_json(label),
             Explained::Lime(e) => e.to_json(label),
+            Explained::KernelShap(e) => e.to_json(label),
         }
     }
 }
@@ -215,6 +243,13 @@ pub fn run(
                 cache.base = Some(e.original.clone());
             }
             Ok(Explained::Lime(e))
+        }
+        Explainer::KernelShap(options) => {
+            let e = kernel_shap_given(classifier, view, options, cache.base())?;
+            if cache.base.is_none() {
+                cache.base = Some(e.original.clone());
+            }
+            Ok(Explained::KernelShap(e))
         }
     }
 }
