@@ -374,14 +374,14 @@ pub fn solve(
     let mut gram = DMatrix::<f64>::zeros(k, k);
     let mut rhs = DVector::<f64>::zeros(k);
     let mut x = vec![0.0; k];
-    for i in 0..n {
+    for (i, value) in values.iter().enumerate() {
         let z = coalitions.row(i);
         let w = coalitions.weights[i];
         let last = z[k] as f64;
-        for j in 0..k {
-            x[j] = z[j] as f64 - last;
+        for (x, z) in x.iter_mut().zip(z) {
+            *x = *z as f64 - last;
         }
-        let y = values[i] - fnull - last * total;
+        let y = value - fnull - last * total;
         for a in 0..k {
             if x[a] == 0.0 {
                 continue;
