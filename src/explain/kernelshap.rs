@@ -13,8 +13,11 @@
 //! or more every coalition is enumerated and φ is exactly the Shapley value.
 //!
 //! The random draws come from a Mersenne Twister seeded as numpy's `RandomState(seed)`, consumed
-//! in the order shap consumes `np.random` (the size draws, then one permutation per draw); the
-//! sample is seeded and deterministic, but it has not been checked against Python shap's own.
+//! in the order shap consumes `np.random` (the size draws, then one permutation per draw), so
+//! `seed` draws the coalitions shap 0.51 draws after `np.random.seed(seed)`: on a 224² photo with
+//! the default model, shap's values (`l1_reg=False`, onnxruntime) and these agreed within 1e-6
+//! for quickshift with auto samples, SLIC, a 10×10 grid and an enumerated 3×3 grid
+//! (`benches/kernelshap_python.py`).
 
 use std::collections::HashMap;
 use std::time::Instant;
