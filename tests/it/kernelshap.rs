@@ -92,6 +92,52 @@ fn sampled_coalitions_come_with_their_complements_and_are_seeded() {
     assert_ne!(a.rows, coalitions(8, s, budget).rows, "another seed");
 }
 
+/// `tests/data/kernelshap_fixture.json` (made by `make_kernelshap_fixture.py` with Python shap's
+/// KernelExplainer after `np.random.seed(seed)`): the same seed draws the same coalitions, in the
+/// same order, with the same weights.
+#[test]
+fn the_coalitions_are_those_python_shap_draws_for_the_seed() {
+    let fx: Value =
+        serde_json::from_slice(&std::fs::read(data("kernelshap_fixture.json")).expect("fixture"))
+            .expect("JSON");
+    let cases = fx["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 4);
+    for case in cases {
+        let number = |k: &str| case[k].as_u64().expect("number") as usize;
+        let (s, n, seed) = (number("segments"), number("nsamples"), number("seed"));
+        let c = coalitions(seed as u32, s, Samples::Count(n).resolve(s));
+        let rows: Vec<Vec<u8>> = case["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .expect("row")
+                    .iter()
+                    .map(|b| b.as_u64().expect("bit") as u8)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(c.len(), rows.len(), "S = {s}, nsamples {n}, seed {seed}");
+        for (i, want) in rows.iter().enumerate() {
+            assert_eq!(c.row(i), want.as_slice(), "S = {s}, seed {seed}, row {i}");
+        }
+        for (i, w) in case["weights"]
+            .as_array()
+            .expect("weights")
+            .iter()
+            .enumerate()
+        {
+            let w = w.as_f64().expect("weight");
+            assert!(
+                (c.weights[i] - w).abs() < 1e-12,
+                "S = {s}, weight {i}: {} vs {w}",
+                c.weights[i]
+            );
+        }
+    }
+}
+
 #[test]
 fn additive_games_get_their_exact_shapley_values_from_sampled_coalitions() {
     for (s, samples) in [
