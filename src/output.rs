@@ -191,11 +191,6 @@ pub fn write_explanation(
             };
             render::save_png(&masked, &name("masked.png"))?;
             render::write_atomic(&name("mask.png"), &e.kept.to_png()?)?;
-            let title = format!("SHAP value for {label}");
-            render::save_png(
-                &render::heatmap(photo, view, &e.phi_map(), &title)?,
-                &name("heatmap.png"),
-            )?;
         }
     }
     let (values, title) = heat(explained, label);
@@ -428,6 +423,7 @@ fn heat(explained: &Explained, label: &str) -> (Vec<f32>, String) {
     match explained {
         Explained::Occlusion(e) => (drop_map(e), format!("drop in p({label})")),
         Explained::Lime(e) => (e.weight_map(e.class), format!("LIME weight for {label}")),
+        Explained::KernelShap(e) => (e.phi_map(), format!("SHAP value for {label}")),
     }
 }
 

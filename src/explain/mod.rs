@@ -96,6 +96,7 @@ impl Explainer {
         match &mut explainer {
             Explainer::Occlusion { options, .. } => options.class = Some(class),
             Explainer::Lime(o) => o.class = Some(class),
+            Explainer::KernelShap(o) => o.class = Some(class),
         }
         explainer
     }
