@@ -210,40 +210,30 @@ pub fn write_explanation(
         files.push("faithfulness.png");
     }
 
+    let mut files: Vec<String> = files
+        .iter()
+        .map(|s| format!("{}.{s}", written.base))
+        .collect();
     let mut doc = explained.to_json(|i| info.label(i));
     if let Some(obj) = add_context(&mut doc, source, classifier) {
-        match &*explained {
-            Explained::Occlusion(_) => {
-                if let Some(f) = faithfulness {
-                    insert_faithfulness(obj, &f.to_json());
-                }
-                let names: Vec<String> = files
-                    .iter()
-                    .map(|s| format!("{}.{s}", written.base))
-                    .collect();
-                obj.insert("outputs".into(), json!(names));
-            }
-            Explained::Lime(_) | Explained::KernelShap(_) => {
-                let picture = match picture {
-                    Picture::Signed => "signed",
-                    Picture::PositiveOnly => "positive-only",
-                };
-                obj.insert("picture".into(), json!(picture));
-                if let Some(f) = faithfulness {
-                    insert_faithfulness(obj, &f.to_json());
-                }
-            }
+        if let Some(f) = faithfulness {
+            insert_faithfulness(obj, &f.to_json());
+        }
+        // Occlusion documents list their pictures; segment explainers say which picture
+        // `masked.png` is (the golden files pin both forms).
+        if let Explained::Occlusion(_) = explained {
+            obj.insert("outputs".into(), json!(files));
+        } else {
+            let picture = match picture {
+                Picture::Signed => "signed",
+                Picture::PositiveOnly => "positive-only",
+            };
+            obj.insert("picture".into(), json!(picture));
         }
     }
     write_json(&name("json"), &doc)?;
-    files.push("json");
-    Ok(Written {
-        files: files
-            .iter()
-            .map(|s| format!("{}.{s}", written.base))
-            .collect(),
-        ..written
-    })
+    files.push(format!("{}.json", written.base));
+    Ok(Written { files, ..written })
 }
 
 /// Writes a comparison's files into `out`: `overlay.png` (red: kept by A only, green: by B
