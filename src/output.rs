@@ -162,12 +162,7 @@ pub fn write_explanation(
             render::save_png(&masked, &name("masked.png"))?;
             render::write_atomic(&name("mask.png"), &e.kept.to_png()?)?;
             if let Some(stability) = &e.stability {
-                let std: Vec<f32> = e
-                    .segmentation
-                    .labels()
-                    .iter()
-                    .map(|l| stability.std[*l as usize] as f32)
-                    .collect();
+                let std = e.segmentation.spread(&stability.std);
                 let title = format!(
                     "std of LIME weight for {label} over {} seeds",
                     stability.seeds.len()

@@ -632,24 +632,12 @@ impl KernelShapExplanation {
 
     /// Per view pixel, the φ of its segment.
     pub fn phi_map(&self) -> Vec<f32> {
-        self.segmentation
-            .labels()
-            .iter()
-            .map(|l| self.phi[*l as usize] as f32)
-            .collect()
+        self.segmentation.spread(&self.phi)
     }
 
     /// The machine-readable document.
     pub fn to_json(&self, label: impl Fn(usize) -> Option<&'static str>) -> Value {
-        let segmenter = match self.options.segmenter {
-            Segmenter::Quickshift(q) => {
-                json!({ "kind": "quickshift", "kernel_size": q.kernel_size, "max_dist": q.max_dist, "ratio": q.ratio })
-            }
-            Segmenter::Slic(s) => {
-                json!({ "kind": "slic", "segments": s.segments, "compactness": s.compactness, "sigma": s.sigma })
-            }
-            Segmenter::Grid(g) => json!({ "kind": "grid", "grid": g }),
-        };
+        let segmenter = self.options.segmenter.to_json();
         let t = self.timings;
         let difference = self.probability as f64 - self.base_value as f64;
         json!({

@@ -42,6 +42,19 @@ impl Segmenter {
             Segmenter::Grid(g) => Segmentation::grid(w, h, *g),
         }
     }
+
+    /// The segmenter and its parameters, as explanation documents record them.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Segmenter::Quickshift(q) => {
+                json!({ "kind": "quickshift", "kernel_size": q.kernel_size, "max_dist": q.max_dist, "ratio": q.ratio })
+            }
+            Segmenter::Slic(s) => {
+                json!({ "kind": "slic", "segments": s.segments, "compactness": s.compactness, "sigma": s.sigma })
+            }
+            Segmenter::Grid(g) => json!({ "kind": "grid", "grid": g }),
+        }
+    }
 }
 
 /// LIME's options (lime's defaults as used by its PyTorch image tutorial).
@@ -543,24 +556,12 @@ impl LimeExplanation {
         let Some(model) = self.models.iter().find(|m| m.class == class) else {
             return vec![0.0; self.kept.len()];
         };
-        self.segmentation
-            .labels()
-            .iter()
-            .map(|l| model.weights[*l as usize] as f32)
-            .collect()
+        self.segmentation.spread(&model.weights)
     }
 
     /// The machine-readable document.
     pub fn to_json(&self, label: impl Fn(usize) -> Option<&'static str>) -> Value {
-        let segmenter = match self.options.segmenter {
-            Segmenter::Quickshift(q) => {
-                json!({ "kind": "quickshift", "kernel_size": q.kernel_size, "max_dist": q.max_dist, "ratio": q.ratio })
-            }
-            Segmenter::Slic(s) => {
-                json!({ "kind": "slic", "segments": s.segments, "compactness": s.compactness, "sigma": s.sigma })
-            }
-            Segmenter::Grid(g) => json!({ "kind": "grid", "grid": g }),
-        };
+        let segmenter = self.options.segmenter.to_json();
         let models: Vec<Value> = self
             .models
             .iter()

@@ -159,6 +159,14 @@ impl Segmentation {
     pub fn labels(&self) -> &[u32] {
         &self.labels
     }
+
+    /// Per pixel, the value of its segment: one value per segment spread over the view.
+    pub fn spread(&self, per_segment: &[f64]) -> Vec<f32> {
+        self.labels
+            .iter()
+            .map(|l| per_segment[*l as usize] as f32)
+            .collect()
+    }
     /// Segment of pixel `(x, y)`.
     pub fn label(&self, x: u32, y: u32) -> u32 {
         self.labels[(y * self.width + x) as usize]
