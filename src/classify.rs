@@ -124,8 +124,31 @@ impl Classifier {
         &self,
         n: usize,
         columns: Option<&[usize]>,
-        mut make: impl FnMut(Range<usize>) -> Tensor<4>,
+        make: impl FnMut(Range<usize>) -> Tensor<4>,
     ) -> Result<Probabilities> {
+        let kept = columns.map_or(self.info().classes(), <[usize]>::len);
+        let mut values = Vec::with_capacity(n * kept);
+        self.classify_each(n, columns, make, |_, rows| {
+            values.extend_from_slice(rows);
+            Ok(())
+        })?;
+        Ok(Probabilities {
+            values,
+            classes: kept,
+        })
+    }
+
+    /// As [`Classifier::classify_columns`], handing each chunk's probabilities (of `columns`,
+    /// row-major) to `consume` with the chunk's rows instead of keeping them, so that a caller
+    /// that folds them into a running result needs memory for one chunk only. `consume` sees
+    /// every row once, in order; a non-finite value anywhere is still an error at the end.
+    pub fn classify_each(
+        &self,
+        n: usize,
+        columns: Option<&[usize]>,
+        mut make: impl FnMut(Range<usize>) -> Tensor<4>,
+        mut consume: impl FnMut(Range<usize>, &[f32]) -> Result<()>,
+    ) -> Result<()> {
         let classes = self.info().classes();
         if let Some(bad) = columns.and_then(|c| c.iter().find(|c| **c >= classes)) {
             return Err(Error::UnknownClass {
@@ -133,8 +156,6 @@ impl Classifier {
                 class: bad.to_string(),
             });
         }
-        let kept = columns.map_or(classes, <[usize]>::len);
-        let mut values = Vec::with_capacity(n * kept);
         let (mut bad, mut seen) = (0, 0);
         let mut chunk = self.chunk_size();
         let mut start = 0;
@@ -148,11 +169,13 @@ impl Classifier {
                     bad += rows.iter().filter(|v| !v.is_finite()).count();
                     seen += rows.len();
                     match columns {
-                        None => values.extend_from_slice(&rows),
+                        None => consume(range.clone(), &rows)?,
                         Some(cols) => {
-                            for row in rows.chunks(classes) {
-                                values.extend(cols.iter().map(|c| row[*c]));
-                            }
+                            let picked: Vec<f32> = rows
+                                .chunks(classes)
+                                .flat_map(|row| cols.iter().map(|c| row[*c]))
+                                .collect();
+                            consume(range.clone(), &picked)?;
                         }
                     }
                     start = range.end;
@@ -185,10 +208,7 @@ impl Classifier {
                 total: seen,
             });
         }
-        Ok(Probabilities {
-            values,
-            classes: kept,
-        })
+        Ok(())
     }
 
     fn run_chunk(

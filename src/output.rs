@@ -187,12 +187,13 @@ pub fn write_explanation(
             render::save_png(&masked, &name("masked.png"))?;
             render::write_atomic(&name("mask.png"), &e.kept.to_png()?)?;
         }
+        Explained::Rise(e) => {
+            render::save_png(&render::masked(photo, view, &e.kept), &name("masked.png"))?;
+            render::write_atomic(&name("mask.png"), &e.kept.to_png()?)?;
+        }
     }
-    let (values, title) = heat(explained, label);
-    render::save_png(
-        &render::heatmap(photo, view, &values, &title)?,
-        &name("heatmap.png"),
-    )?;
+    let heat = Heat::of(explained, label);
+    render::save_png(&heat.draw(source, &heat.title)?, &name("heatmap.png"))?;
     explained.set_render_seconds(t.elapsed().as_secs_f64());
     if let Some(f) = faithfulness {
         let curves = format!("p({label})");
@@ -214,9 +215,9 @@ pub fn write_explanation(
         if let Some(f) = faithfulness {
             insert_faithfulness(obj, &f.to_json());
         }
-        // Occlusion documents list their pictures; segment explainers say which picture
-        // `masked.png` is (the golden files pin both forms).
-        if let Explained::Occlusion(_) = explained {
+        // Occlusion and RISE documents list their pictures; segment explainers say which
+        // picture `masked.png` is (the golden files pin both forms).
+        if let Explained::Occlusion(_) | Explained::Rise(_) = explained {
             obj.insert("outputs".into(), json!(files));
         } else {
             let picture = match picture {
@@ -320,20 +321,15 @@ pub fn write_sanity(
     );
     let name = |suffix: &str| out.join(format!("{base}.{suffix}"));
     let label = info.label(check.model.class()).unwrap_or("?");
-    let (model, title) = heat(&check.model, label);
-    let left = render::heatmap(
-        source.photo,
-        source.view,
-        &model,
-        &format!("model: {title}"),
-    )?;
-    let (twin, title) = heat(&check.twin, label);
+    let model = Heat::of(&check.model, label);
+    let left = model.draw(source, &format!("model: {}", model.title))?;
+    let twin = Heat::of(&check.twin, label);
     let s = &check.sanity;
     let title = format!(
-        "randomised twin: {title} (Spearman {:.2}, Jaccard {:.2})",
-        s.correlation, s.jaccard
+        "randomised twin: {} (Spearman {:.2}, Jaccard {:.2})",
+        twin.title, s.correlation, s.jaccard
     );
-    let right = render::heatmap(source.photo, source.view, &twin, &title)?;
+    let right = twin.draw(source, &title)?;
     let gap = 12;
     let mut both = RgbImage::from_pixel(
         left.width() + gap + right.width(),
@@ -403,12 +399,42 @@ fn ranking_curve(e: &Explanation) -> Result<(Vec<f32>, Option<usize>, Option<f64
     Ok((values, cut_after, threshold))
 }
 
-/// What a heatmap shows of an explanation, per view pixel, and its title.
-fn heat(explained: &Explained, label: &str) -> (Vec<f32>, String) {
-    match explained {
-        Explained::Occlusion(e) => (drop_map(e), format!("drop in p({label})")),
-        Explained::Lime(e) => (e.weight_map(e.class), format!("LIME weight for {label}")),
-        Explained::KernelShap(e) => (e.phi_map(), format!("SHAP value for {label}")),
+/// What a heatmap shows of an explanation: a value per view pixel, its title, and whether the
+/// values are smooth (RISE: no region outlines, which would cover the picture).
+struct Heat {
+    values: Vec<f32>,
+    title: String,
+    smooth: bool,
+}
+
+impl Heat {
+    fn of(explained: &Explained, label: &str) -> Self {
+        let (values, title, smooth) = match explained {
+            Explained::Occlusion(e) => (drop_map(e), format!("drop in p({label})"), false),
+            Explained::Lime(e) => (e.weight_map(e.class), format!("LIME weight for {label}"), false),
+            Explained::KernelShap(e) => (e.phi_map(), format!("SHAP value for {label}"), false),
+            // The saliency about its mean: red above (more important than average), blue below.
+            Explained::Rise(e) => {
+                let (_, _, mean) = e.summary();
+                let centred = e.saliency.iter().map(|v| v - mean as f32).collect();
+                let title = format!("RISE saliency of p({label}) minus its mean {mean:.3}");
+                (centred, title, true)
+            }
+        };
+        Self {
+            values,
+            title,
+            smooth,
+        }
+    }
+
+    fn draw(&self, source: &Source<'_>, title: &str) -> Result<RgbImage> {
+        let draw = if self.smooth {
+            render::smooth_heatmap
+        } else {
+            render::heatmap
+        };
+        draw(source.photo, source.view, &self.values, title)
     }
 }
 

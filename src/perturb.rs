@@ -4,8 +4,15 @@
 //! segment, 0 replaces it by the fill), variant `n` is `x_n = fill + (base − fill) · M_n` with
 //! `M_n[pixel] = Z[n, segment(pixel)]`. `M` for a whole chunk is one `select` of `Z`'s columns
 //! by the label map; nothing is copied per variant on the host.
+//!
+//! Soft masks (RISE) take the same form with `M_n` in `[0, 1]`: each is a small `cells × cells`
+//! grid upsampled bilinearly and cropped ([`SoftMasks`]), and only the grids and the crop
+//! shifts are uploaded; the upsample and crop of a whole chunk are two batched matrix products
+//! on the device ([`Perturber::soft_masks`]).
 
-use burn::tensor::{Int, Tensor, TensorData};
+use std::ops::Range;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use image::RgbImage;
 
 use crate::classify::Probabilities;
@@ -197,6 +204,64 @@ impl<'a> Perturber<'a> {
         self.fill.clone() + (self.base.clone() - self.fill.clone()) * mask
     }
 
+    /// Masks `range` of `masks`, `[len, H, W]`, built on the device from their grids and shifts
+    /// (see [`SoftMasks`]).
+    ///
+    /// # Errors
+    /// When the masks are not of the view's size.
+    pub fn soft_masks(&self, masks: &SoftMasks, range: Range<usize>) -> Result<Tensor<3>> {
+        self.check_soft(masks)?;
+        Ok(masks.on_device(self.classifier.compute().device(), range))
+    }
+
+    fn check_soft(&self, masks: &SoftMasks) -> Result<()> {
+        if masks.size() != (self.width, self.height) {
+            return Err(Error::InvalidArgument(format!(
+                "masks of {}x{} for a view of {}x{}",
+                masks.width, masks.height, self.width, self.height
+            )));
+        }
+        Ok(())
+    }
+
+    /// The variants `fill + (base − fill) · M` of device masks `[n, H, W]`, `[n, 3, H, W]`.
+    pub fn soft_variants(&self, masks: Tensor<3>) -> Tensor<4> {
+        let [n, h, w] = masks.dims();
+        let mask = masks.reshape([n, 1, h, w]);
+        self.fill.clone() + (self.base.clone() - self.fill.clone()) * mask
+    }
+
+    /// Classifies the variant of every soft mask in device-sized chunks, each chunk's masks
+    /// built on the device as it is needed, and hands each chunk's probabilities of `columns`
+    /// (row-major, `columns.len()` per mask) to `consume` with the chunk's mask range: nothing
+    /// is kept per mask, so memory does not grow with the number of masks. `build` receives the
+    /// seconds spent building each chunk's masks and variants.
+    ///
+    /// # Errors
+    /// When the masks are not of the view's size, a class is unknown, the device fails, the
+    /// model returns non-finite values, or `consume` fails.
+    pub fn run_soft(
+        &self,
+        masks: &SoftMasks,
+        columns: &[usize],
+        mut build: impl FnMut(f64),
+        consume: impl FnMut(Range<usize>, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        self.check_soft(masks)?;
+        let up = Upsampler::new(masks, self.classifier.compute().device());
+        self.classifier.classify_each(
+            masks.len(),
+            Some(columns),
+            |range| {
+                let t = std::time::Instant::now();
+                let variants = self.soft_variants(up.build(masks, range));
+                build(t.elapsed().as_secs_f64());
+                variants
+            },
+            consume,
+        )
+    }
+
     /// Probabilities of every row of `keep`, classified in device-sized chunks.
     pub fn run(&self, keep: &KeepMatrix) -> Result<Probabilities> {
         self.run_columns(keep, None)
@@ -240,5 +305,209 @@ impl std::str::FromStr for Fill {
                 _ => Err(bad()),
             },
         }
+    }
+}
+
+/// Random smooth masks as RISE draws them (Petsiuk, Das, Saenko 2018), described by their small
+/// grids: mask `n` is grid `n` (`cells × cells`, row-major) upsampled bilinearly to
+/// `(cells + 1) · cell` pixels per axis, `cell = ⌈view / cells⌉`, as scikit-image's
+/// `resize(order=1, mode='reflect', anti_aliasing=False)` does, then cropped to the view at
+/// shift `n` (row, column; each `0..cell`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoftMasks {
+    cells: usize,
+    height: usize,
+    width: usize,
+    grids: Vec<f32>,
+    shifts: Vec<[usize; 2]>,
+}
+
+impl SoftMasks {
+    /// Masks of a `width × height` view from `grids` (`shifts.len() · cells²` values, grid after
+    /// grid) and the crop `shifts` (row, column).
+    ///
+    /// # Errors
+    /// When `cells` is 0 or larger than the view, the lengths disagree, or a shift is out of
+    /// `0..cell`.
+    pub fn new(
+        cells: usize,
+        width: u32,
+        height: u32,
+        grids: Vec<f32>,
+        shifts: Vec<[usize; 2]>,
+    ) -> Result<Self> {
+        let (height, width) = (height as usize, width as usize);
+        if cells == 0 || cells > height.min(width) {
+            return Err(Error::InvalidArgument(format!(
+                "{cells} mask cells must be between 1 and the view's {}",
+                height.min(width)
+            )));
+        }
+        if grids.len() != shifts.len() * cells * cells {
+            return Err(Error::InvalidArgument(format!(
+                "{} grid values for {} masks of {cells}x{cells} cells",
+                grids.len(),
+                shifts.len()
+            )));
+        }
+        let masks = Self {
+            cells,
+            height,
+            width,
+            grids,
+            shifts,
+        };
+        let cell = masks.cell();
+        if let Some(s) = masks
+            .shifts
+            .iter()
+            .find(|s| s[0] >= cell[0] || s[1] >= cell[1])
+        {
+            return Err(Error::InvalidArgument(format!(
+                "mask shift {s:?} outside cells of {}x{} pixels",
+                cell[0], cell[1]
+            )));
+        }
+        Ok(masks)
+    }
+
+    /// Number of masks.
+    pub fn len(&self) -> usize {
+        self.shifts.len()
+    }
+
+    /// Whether there are no masks.
+    pub fn is_empty(&self) -> bool {
+        self.shifts.is_empty()
+    }
+
+    /// Cells per grid side.
+    pub fn cells(&self) -> usize {
+        self.cells
+    }
+
+    /// The view's `(width, height)`.
+    pub fn size(&self) -> (usize, usize) {
+        (self.width, self.height)
+    }
+
+    /// One cell's size in pixels, `[⌈height / cells⌉, ⌈width / cells⌉]`.
+    pub fn cell(&self) -> [usize; 2] {
+        [
+            self.height.div_ceil(self.cells),
+            self.width.div_ceil(self.cells),
+        ]
+    }
+
+    /// Grid `i`, row-major.
+    pub fn grid(&self, i: usize) -> &[f32] {
+        let c2 = self.cells * self.cells;
+        &self.grids[i * c2..(i + 1) * c2]
+    }
+
+    /// Mask `i`'s crop shift (row, column).
+    pub fn shift(&self, i: usize) -> [usize; 2] {
+        self.shifts[i]
+    }
+
+    /// Masks `range`, `[len, H, W]`, built on `device` from their grids and shifts: two
+    /// batched matrix products (rows, then columns, of the upsample restricted to each crop).
+    pub fn on_device(&self, device: &Device, range: Range<usize>) -> Tensor<3> {
+        Upsampler::new(self, device).build(self, range)
+    }
+
+    /// The bilinear taps of the upsampled rows (`axis` 0) or columns (1), before the crop.
+    pub fn taps(&self, axis: usize) -> Vec<Taps> {
+        let cell = self.cell()[axis.min(1)];
+        resize_taps(self.cells, (self.cells + 1) * cell)
+    }
+}
+
+/// One output sample of a bilinear resize: two input indices and their weights.
+pub type Taps = [(usize, f64); 2];
+
+/// The taps of scikit-image's `resize(order=1, mode='reflect')` from `input` samples to
+/// `output`: output `r` sits at input coordinate `(r + 0.5) · input / output − 0.5` (pixel
+/// centres aligned, as `scipy.ndimage.zoom(grid_mode=True)`), and indices outside the input
+/// are mirrored without repeating the edge (`d c b | a b c d | c b a`), so the border half-cells
+/// blend the first two samples. (burn's bilinear `interpolate` clamps there instead.)
+pub fn resize_taps(input: usize, output: usize) -> Vec<Taps> {
+    let mirror = |i: i64| -> usize {
+        let n = input as i64;
+        if n <= 1 {
+            return 0;
+        }
+        let period = 2 * (n - 1);
+        let i = i.rem_euclid(period);
+        (if i >= n { period - i } else { i }) as usize
+    };
+    let scale = input as f64 / output.max(1) as f64;
+    (0..output)
+        .map(|r| {
+            let u = (r as f64 + 0.5) * scale - 0.5;
+            let i0 = u.floor();
+            let f = u - i0;
+            let i0 = i0 as i64;
+            [(mirror(i0), 1.0 - f), (mirror(i0 + 1), f)]
+        })
+        .collect()
+}
+
+/// The upsampling matrices of one set of masks on the device: rows `[(cells + 1)·cell, cells]`
+/// and columns likewise, so that a mask is `R[shift..] · G · C[shift..]ᵀ`.
+struct Upsampler {
+    rows: Tensor<2>,
+    cols: Tensor<2>,
+    cells: usize,
+    height: usize,
+    width: usize,
+}
+
+impl Upsampler {
+    fn new(masks: &SoftMasks, device: &Device) -> Self {
+        let s = masks.cells;
+        let dense = |taps: Vec<Taps>| {
+            let mut m = vec![0.0f32; taps.len() * s];
+            for (r, t) in taps.iter().enumerate() {
+                for (i, w) in t {
+                    m[r * s + i] += *w as f32;
+                }
+            }
+            Tensor::<2>::from_data(TensorData::new(m, [taps.len(), s]), device)
+        };
+        Self {
+            rows: dense(masks.taps(0)),
+            cols: dense(masks.taps(1)),
+            cells: s,
+            height: masks.height,
+            width: masks.width,
+        }
+    }
+
+    /// Masks `range`, `[n, H, W]`: per mask the rows `shift..shift + H` of `R` (a gather of
+    /// indices made on the device from the shifts), times the grid, times the columns' `Cᵀ`.
+    fn build(&self, masks: &SoftMasks, range: Range<usize>) -> Tensor<3> {
+        let (n, s) = (range.len(), self.cells);
+        let device = self.rows.device();
+        let grids = Tensor::<3>::from_data(
+            TensorData::new(
+                masks.grids[range.start * s * s..range.end * s * s].to_vec(),
+                [n, s, s],
+            ),
+            &device,
+        );
+        let pick = |full: &Tensor<2>, axis: usize, len: usize| {
+            let shifts: Vec<i32> = masks.shifts[range.clone()]
+                .iter()
+                .map(|sh| sh[axis] as i32)
+                .collect();
+            let shifts = Tensor::<2, Int>::from_data(TensorData::new(shifts, [n, 1]), &device);
+            let offsets = Tensor::<1, Int>::arange(0..len as i64, &device).reshape([1, len]);
+            let index = (shifts.expand([n, len]) + offsets.expand([n, len])).reshape([n * len]);
+            full.clone().select(0, index).reshape([n, len, s])
+        };
+        let rows = pick(&self.rows, 0, self.height);
+        let cols = pick(&self.cols, 1, self.width);
+        rows.matmul(grids).matmul(cols.swap_dims(1, 2))
     }
 }

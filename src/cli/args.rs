@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use glassbox::explain::kernelshap::{KernelShapOptions, Samples};
 use glassbox::explain::lime::{LimeOptions, Segmenter};
+use glassbox::explain::rise::RiseOptions;
 use glassbox::explain::{Explainer, Method, OcclusionOptions};
 use glassbox::metrics::FaithfulnessOptions;
 use glassbox::model::{Precision, Weights};
@@ -71,9 +72,10 @@ pub struct ParamArgs {
     /// Cells along the longer side of the view.
     #[arg(long, default_value_t = 10)]
     pub grid: u32,
-    /// arbitrary: fraction of the ranked cells blacked out.
-    #[arg(long, default_value_t = 0.7)]
-    pub keep_fraction: f64,
+    /// arbitrary: fraction of the ranked cells blacked out [default: 0.7]; rise: fraction of the
+    /// view's pixels kept, most salient first [default: 0.3].
+    #[arg(long)]
+    pub keep_fraction: Option<f64>,
     /// statistical, double-division, elbow's fallback: black out cells with p > mean - k*std.
     #[arg(long, default_value_t = 1.0)]
     pub k: f64,
@@ -95,6 +97,15 @@ pub struct ParamArgs {
     /// segment's weight mean and std, the masks' mean pairwise Jaccard).
     #[arg(long, value_name = "R")]
     pub stability: Option<usize>,
+    /// rise: random masks.
+    #[arg(long, default_value_t = 4000)]
+    pub masks: usize,
+    /// rise: cells per side of each mask's random grid.
+    #[arg(long, default_value_t = 7)]
+    pub cells: u32,
+    /// rise: probability that a grid cell is kept (strictly between 0 and 1).
+    #[arg(long, default_value_t = 0.5)]
+    pub keep_prob: f64,
     /// Faithfulness: pixel steps of the deletion and insertion curves (0: do not measure).
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
@@ -123,6 +134,7 @@ pub struct ExplainArgs {
     pub out: PathBuf,
     /// lime: seed of the sample (lime's random_state: the same seed gives lime's own sample);
     /// kernelshap: seed of the random coalitions.
+    /// rise: seed of the masks (the reference code's masks after np.random.seed).
     #[arg(long, default_value_t = 0)]
     pub seed: u32,
     /// lime: show the top positive segments only, the rest black (lime's default picture).
@@ -146,7 +158,7 @@ pub struct SanityArgs {
     pub method: MethodOpt,
     #[command(flatten)]
     pub params: ParamArgs,
-    /// lime's seed.
+    /// lime's, kernelshap's and rise's seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u32,
     #[command(flatten)]
@@ -169,7 +181,7 @@ pub struct CompareArgs {
     pub b: String,
     #[command(flatten)]
     pub params: ParamArgs,
-    /// lime's and kernelshap's seed.
+    /// lime's, kernelshap's and rise's seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u32,
     #[command(flatten)]
@@ -193,7 +205,7 @@ pub struct StudyArgs {
     /// One image per category, chosen with --seed.
     #[arg(long)]
     pub one_per_category: bool,
-    /// Seed of the per-category choice, and lime's and kernelshap's seed.
+    /// Seed of the per-category choice, and lime's, kernelshap's and rise's seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u32,
     /// Study the first N images (after the per-category choice).
@@ -243,6 +255,7 @@ pub enum MethodOpt {
     Elbow,
     Lime,
     Kernelshap,
+    Rise,
 }
 
 /// `--samples`: `auto` or a count.
@@ -338,11 +351,10 @@ impl ParamArgs {
         class: Option<usize>,
     ) -> glassbox::Result<Explainer> {
         let bad = glassbox::Error::InvalidArgument;
-        if !(0.0..=1.0).contains(&self.keep_fraction) {
-            return Err(bad(format!(
-                "--keep-fraction {} must be between 0 and 1",
-                self.keep_fraction
-            )));
+        if let Some(f) = self.keep_fraction
+            && !(0.0..=1.0).contains(&f)
+        {
+            return Err(bad(format!("--keep-fraction {f} must be between 0 and 1")));
         }
         if !self.k.is_finite() {
             return Err(bad("--k must be a finite number".into()));
@@ -389,7 +401,7 @@ impl ParamArgs {
         let occlusion = |method| Ok(Explainer::Occlusion { method, options });
         match method {
             MethodOpt::Arbitrary => occlusion(Method::Arbitrary {
-                fraction: self.keep_fraction,
+                fraction: self.keep_fraction.unwrap_or(0.7),
             }),
             MethodOpt::Statistical => occlusion(Method::Statistical { k: self.k }),
             MethodOpt::DoubleDivision => occlusion(Method::DoubleDivision { k: self.k }),
@@ -459,6 +471,21 @@ impl ParamArgs {
                     class,
                 }))
             }
+            MethodOpt::Rise => {
+                let options = RiseOptions {
+                    masks: self.masks,
+                    cells: self.cells,
+                    keep_prob: self.keep_prob,
+                    seed,
+                    fill,
+                    keep_fraction: self
+                        .keep_fraction
+                        .unwrap_or(RiseOptions::default().keep_fraction),
+                    class,
+                };
+                options.validate(pre.width, pre.height)?;
+                Ok(Explainer::Rise(options))
+            }
         }
     }
 
@@ -485,7 +512,7 @@ pub fn parse_spec(
     })?;
     let method = MethodOpt::from_str(method, true).map_err(|_| {
         bad(format!(
-            "'{text}': unknown method '{method}' (arbitrary, statistical, double-division, elbow, lime, kernelshap)"
+            "'{text}': unknown method '{method}' (arbitrary, statistical, double-division, elbow, lime, kernelshap, rise)"
         ))
     })?;
     let info = ModelInfo::find(model)?;

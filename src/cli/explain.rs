@@ -128,6 +128,25 @@ fn explain_one(
             e.variants,
             written.pattern().display()
         ),
+        Explained::Rise(e) => {
+            let (o, t) = (&e.options, e.timings);
+            format!(
+                "{}: {label} ({}) p={:.4}; kept {:.0}% by RISE saliency over {} masks of {}x{} cells (keep-prob {}, seed {}): masks {:.2} s, classify {:.2} s, accumulate {:.3} s{faith} → {}",
+                path.display(),
+                e.class,
+                e.probability,
+                e.kept.kept_fraction() * 100.0,
+                o.masks,
+                o.cells,
+                o.cells,
+                o.keep_prob,
+                o.seed,
+                t.masks,
+                t.classify,
+                t.accumulate,
+                written.pattern().display()
+            )
+        }
         Explained::Lime(e) => {
             let t = e.timings;
             // LIME's own trust signal: how well the linear surrogate fits the model around this

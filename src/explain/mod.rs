@@ -1,5 +1,5 @@
 //! Explainers: the report's occlusion rules (arbitrary, statistical, double division, elbow),
-//! LIME and KernelSHAP, behind one [`Explainer`] type and one [`run`].
+//! LIME, KernelSHAP and RISE, behind one [`Explainer`] type and one [`run`].
 //!
 //! Every explainer works on the model's input view, so masks from different methods and
 //! models are directly comparable, and every variant goes through the [`Perturber`]
@@ -10,6 +10,7 @@
 pub mod kernelshap;
 pub mod lime;
 mod occlusion;
+pub mod rise;
 pub mod rules;
 
 use serde_json::{Value, json};
@@ -20,6 +21,7 @@ pub use occlusion::{
     CellScores, Cut, Explanation, Method, OcclusionOptions, Phase, Timings, cell_scores,
     cell_scores_given, first_grid, occlusion, occlusion_from,
 };
+use rise::{RiseExplanation, RiseOptions, rise_given};
 
 use crate::Result;
 use crate::attribution::Attribution;
@@ -29,7 +31,7 @@ use crate::model::Classifier;
 use crate::perturb::Fill;
 use crate::view::View;
 
-/// An explainer and all its parameters: one of the occlusion rules, or LIME.
+/// An explainer and all its parameters: one of the occlusion rules, LIME or RISE.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Explainer {
     /// An occlusion rule.
@@ -43,15 +45,18 @@ pub enum Explainer {
     Lime(LimeOptions),
     /// KernelSHAP over segments.
     KernelShap(KernelShapOptions),
+    /// RISE.
+    Rise(RiseOptions),
 }
 
 impl Explainer {
-    /// The method's short name (`arbitrary`, …, `lime`).
+    /// The method's short name (`arbitrary`, …, `lime`, `rise`).
     pub fn name(&self) -> &'static str {
         match self {
             Explainer::Occlusion { method, .. } => method.name(),
             Explainer::Lime(_) => "lime",
             Explainer::KernelShap(_) => "kernelshap",
+            Explainer::Rise(_) => "rise",
         }
     }
 
@@ -87,6 +92,10 @@ impl Explainer {
                         "segments": segments_name(&o.segmenter), "fill": o.fill.name(),
                         "features": o.features, "class": o.class })
             }
+            Explainer::Rise(o) => {
+                json!({ "method": "rise", "masks": o.masks, "cells": o.cells, "keep_prob": o.keep_prob,
+                        "seed": o.seed, "keep_fraction": o.keep_fraction, "fill": o.fill.name(), "class": o.class })
+            }
         }
     }
 
@@ -107,6 +116,7 @@ impl Explainer {
             Explainer::Occlusion { options, .. } => options.fill,
             Explainer::Lime(o) => o.fill,
             Explainer::KernelShap(o) => o.fill,
+            Explainer::Rise(o) => o.fill,
         }
     }
 }
@@ -129,6 +139,8 @@ pub enum Explained {
     Lime(LimeExplanation),
     /// KernelSHAP's explanation.
     KernelShap(KernelShapExplanation),
+    /// RISE's explanation.
+    Rise(RiseExplanation),
 }
 
 impl Explained {
@@ -138,6 +150,7 @@ impl Explained {
             Explained::Occlusion(e) => e.method.name(),
             Explained::Lime(_) => "lime",
             Explained::KernelShap(_) => "kernelshap",
+            Explained::Rise(_) => "rise",
         }
     }
 
@@ -147,6 +160,7 @@ impl Explained {
             Explained::Occlusion(e) => e.class,
             Explained::Lime(e) => e.class,
             Explained::KernelShap(e) => e.class,
+            Explained::Rise(e) => e.class,
         }
     }
 
@@ -156,6 +170,7 @@ impl Explained {
             Explained::Occlusion(e) => &e.kept,
             Explained::Lime(e) => &e.kept,
             Explained::KernelShap(e) => &e.kept,
+            Explained::Rise(e) => &e.kept,
         }
     }
 
@@ -165,6 +180,7 @@ impl Explained {
             Explained::Occlusion(e) => Attribution::from(e),
             Explained::Lime(e) => Attribution::from(e),
             Explained::KernelShap(e) => Attribution::from(e),
+            Explained::Rise(e) => Attribution::from(e),
         }
     }
 
@@ -174,6 +190,7 @@ impl Explained {
             Explained::Occlusion(e) => e.timings.render = seconds,
             Explained::Lime(e) => e.timings.render = seconds,
             Explained::KernelShap(e) => e.timings.render = seconds,
+            Explained::Rise(e) => e.timings.render = seconds,
         }
     }
 
@@ -183,6 +200,7 @@ impl Explained {
             Explained::Occlusion(e) => e.to_json(label),
             Explained::Lime(e) => e.to_json(label),
             Explained::KernelShap(e) => e.to_json(label),
+            Explained::Rise(e) => e.to_json(label),
         }
     }
 }
@@ -251,6 +269,12 @@ pub fn run(
                 cache.base = Some(e.original.clone());
             }
             Ok(Explained::KernelShap(e))
+        Explainer::Rise(options) => {
+            let e = rise_given(classifier, view, options, cache.base())?;
+            if cache.base.is_none() {
+                cache.base = Some(e.original.clone());
+            }
+            Ok(Explained::Rise(e))
         }
     }
 }

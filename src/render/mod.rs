@@ -84,6 +84,27 @@ pub fn diverging(t: f32) -> [u8; 3] {
 /// right: red where the value is positive (occluding hurt the class), blue where negative, with
 /// a thin dark outline where the value changes (between segments or cells).
 pub fn heatmap(photo: &RgbImage, view: &View, values: &[f32], title: &str) -> Result<RgbImage> {
+    heatmap_with(photo, view, values, title, true)
+}
+
+/// As [`heatmap`], without outlines: for values that vary smoothly from pixel to pixel (RISE's
+/// saliency), where outlines would cover the picture.
+pub fn smooth_heatmap(
+    photo: &RgbImage,
+    view: &View,
+    values: &[f32],
+    title: &str,
+) -> Result<RgbImage> {
+    heatmap_with(photo, view, values, title, false)
+}
+
+fn heatmap_with(
+    photo: &RgbImage,
+    view: &View,
+    values: &[f32],
+    title: &str,
+    outline: bool,
+) -> Result<RgbImage> {
     font()?;
     let vw = view.rgb.width();
     let extent = values.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
@@ -103,9 +124,10 @@ pub fn heatmap(photo: &RgbImage, view: &View, values: &[f32], title: &str) -> Re
         let out = match value_at(x, y) {
             Some(v) => {
                 let c = diverging(v / extent);
-                let edge = [(x + line, y), (x, y + line)]
-                    .into_iter()
-                    .any(|(nx, ny)| nx < pw && ny < ph && value_at(nx, ny).is_some_and(|n| n != v));
+                let edge = outline
+                    && [(x + line, y), (x, y + line)].into_iter().any(|(nx, ny)| {
+                        nx < pw && ny < ph && value_at(nx, ny).is_some_and(|n| n != v)
+                    });
                 let (photo_share, colour) = if edge { (0.2, [60, 60, 60]) } else { (0.45, c) };
                 Rgb([0, 1, 2].map(|i| {
                     (photo_share * px[i] as f32 + (1.0 - photo_share) * colour[i] as f32).round()

@@ -65,3 +65,12 @@ pub fn planted_centre_cells() -> Vec<usize> {
         .flat_map(|r| (3..6).map(move |c| r * 10 + c))
         .collect()
 }
+
+/// A dim square exactly over planted-centre's window on black: the model says "planted region"
+/// (window mean 0.16 > 0.1) and nothing else in the image matters.
+pub fn dim_window_photo() -> RgbImage {
+    RgbImage::from_fn(224, 224, |x, y| {
+        let inside = (69..138).contains(&x) && (69..138).contains(&y);
+        image::Rgb(if inside { [40, 40, 40] } else { [0, 0, 0] })
+    })
+}

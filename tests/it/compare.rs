@@ -1,6 +1,7 @@
 //! Comparing explanations: Jaccard on hand-made masks and across view geometries, the overlay's
 //! colours, and faithfulness on a planted-region model (a right explanation beats a wrong one).
 
+use crate::common::dim_window_photo;
 use glassbox::attribution::Attribution;
 use glassbox::explain::lime::{LimeOptions, lime, lime_given};
 use glassbox::explain::{
@@ -125,15 +126,6 @@ fn auc_and_bands() {
     assert_eq!(b.labels(), &[0, 1, 1, 2, 2, 0, 3, 3]);
     assert!(bands(&importance, 4, 2, 0).is_err());
     assert!(bands(&importance, 4, 2, 9).is_err());
-}
-
-/// A dim square exactly over planted-centre's window on black: the model says "planted region"
-/// (window mean 0.16 > 0.1) and nothing else in the image matters.
-fn dim_window_photo() -> RgbImage {
-    RgbImage::from_fn(224, 224, |x, y| {
-        let inside = (69..138).contains(&x) && (69..138).contains(&y);
-        Rgb(if inside { [40, 40, 40] } else { [0, 0, 0] })
-    })
 }
 
 #[test]

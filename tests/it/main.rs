@@ -14,4 +14,5 @@ mod known_answers;
 mod lime;
 mod parity;
 mod sanity;
+mod rise;
 mod study;
