@@ -490,3 +490,44 @@ fn rise_explains_compares_and_studies_from_the_command_line() {
     let log = std::fs::read_to_string(studied.join("study.jsonl")).expect("log");
     assert!(log.contains("planted-centre:rise"), "{log}");
 }
+
+/// On a wgpu adapter (lavapipe in CI) the masks are built by the same tensor operations: the
+/// same masks, saliency and kept pixels as on the CPU, to float rounding.
+#[test]
+fn rise_on_wgpu_matches_the_cpu() {
+    let Some(compute) = crate::gpu::gpu() else {
+        return;
+    };
+    let options = RiseOptions {
+        masks: 48,
+        seed: 2,
+        ..RiseOptions::default()
+    };
+    let masks = draw_masks(&options, 224, 224).expect("masks");
+    let on_gpu: Vec<f32> = masks
+        .on_device(compute.device(), 5..20)
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32");
+    let on_cpu = download(&masks, 5..20);
+    let worst = on_gpu
+        .iter()
+        .zip(&on_cpu)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "masks differ by {worst}");
+
+    let (cpu, view) = planted();
+    let gpu = Classifier::load(cpu.info(), &compute).expect("load on wgpu");
+    let a = rise(&cpu, &view, &options).expect("cpu");
+    let b = rise(&gpu, &view, &options).expect("gpu");
+    let worst = a
+        .saliency
+        .iter()
+        .zip(&b.saliency)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "saliency differs by {worst}");
+    assert_eq!(a.class, b.class);
+    assert_eq!(a.kept, b.kept);
+}
