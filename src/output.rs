@@ -411,7 +411,11 @@ impl Heat {
     fn of(explained: &Explained, label: &str) -> Self {
         let (values, title, smooth) = match explained {
             Explained::Occlusion(e) => (drop_map(e), format!("drop in p({label})"), false),
-            Explained::Lime(e) => (e.weight_map(e.class), format!("LIME weight for {label}"), false),
+            Explained::Lime(e) => (
+                e.weight_map(e.class),
+                format!("LIME weight for {label}"),
+                false,
+            ),
             Explained::KernelShap(e) => (e.phi_map(), format!("SHAP value for {label}"), false),
             // The saliency about its mean: red above (more important than average), blue below.
             Explained::Rise(e) => {

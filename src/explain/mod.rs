@@ -106,6 +106,7 @@ impl Explainer {
             Explainer::Occlusion { options, .. } => options.class = Some(class),
             Explainer::Lime(o) => o.class = Some(class),
             Explainer::KernelShap(o) => o.class = Some(class),
+            Explainer::Rise(o) => o.class = Some(class),
         }
         explainer
     }
@@ -269,6 +270,7 @@ pub fn run(
                 cache.base = Some(e.original.clone());
             }
             Ok(Explained::KernelShap(e))
+        }
         Explainer::Rise(options) => {
             let e = rise_given(classifier, view, options, cache.base())?;
             if cache.base.is_none() {

@@ -13,6 +13,6 @@ mod kernelshap;
 mod known_answers;
 mod lime;
 mod parity;
-mod sanity;
 mod rise;
+mod sanity;
 mod study;
