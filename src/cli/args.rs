@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use glassbox::explain::kernelshap::{KernelShapOptions, Samples};
-use glassbox::explain::lime::{LimeOptions, Segmenter};
+use glassbox::explain::lime::{Adaptive, LimeOptions, Segmenter};
 use glassbox::explain::rise::RiseOptions;
 use glassbox::explain::{Explainer, Method, OcclusionOptions};
 use glassbox::metrics::FaithfulnessOptions;
@@ -82,10 +82,14 @@ pub struct ParamArgs {
     /// What occluded cells become: black, grey, mean (segment mean colour) or blur[:SIGMA].
     #[arg(long, default_value = "black")]
     pub fill: String,
-    /// lime: perturbed samples, the original included [default: 1000]; kernelshap: coalitions,
-    /// `auto` (2·segments + 2048, shap's default) or a count [default: auto].
+    /// lime: perturbed samples, the original included [default: 1000], or `auto` (rounds of 250
+    /// until the top segments are stable); kernelshap: coalitions, `auto` (2·segments + 2048,
+    /// shap's default) or a count [default: auto].
     #[arg(long, value_parser = parse_samples)]
     pub samples: Option<Samples>,
+    /// lime with --samples auto: never more samples than this.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_samples: usize,
     /// lime, kernelshap: interpretable features: quickshift (lime's), slic, or the occlusion grid
     /// (--grid).
     #[arg(long, value_enum, default_value_t = SegmentsOpt::Quickshift)]
@@ -379,7 +383,7 @@ impl ParamArgs {
             && !matches!(method, MethodOpt::Lime | MethodOpt::Kernelshap)
         {
             return Err(bad(
-                "--samples auto applies to kernelshap only (the occlusion rules take no samples)"
+                "--samples auto applies to lime and kernelshap (the occlusion rules and rise take no samples)"
                     .into(),
             ));
         }
@@ -410,18 +414,25 @@ impl ParamArgs {
                 if !matches!(fill, Fill::Black | Fill::Mean) {
                     return Err(bad("lime's --fill is black or mean".into()));
                 }
-                let samples = match self.samples {
-                    None => LimeOptions::default().samples,
-                    Some(Samples::Count(n)) => n,
+                let (samples, adaptive) = match self.samples {
+                    None => (LimeOptions::default().samples, None),
+                    Some(Samples::Count(n)) => (n, None),
                     Some(Samples::Auto) => {
-                        return Err(bad(
-                            "--samples auto is not available for lime yet; give a count".into(),
-                        ));
+                        let adaptive = Adaptive {
+                            max_samples: self.max_samples,
+                            ..Adaptive::default()
+                        };
+                        (adaptive.max_samples, Some(adaptive))
                     }
                 };
                 if !(2..=1_000_000).contains(&samples) {
+                    let flag = if adaptive.is_some() {
+                        "--max-samples"
+                    } else {
+                        "--samples"
+                    };
                     return Err(bad(format!(
-                        "--samples {samples} must be between 2 and 1000000"
+                        "{flag} {samples} must be between 2 and 1000000"
                     )));
                 }
                 if self.features == 0 {
@@ -444,6 +455,7 @@ impl ParamArgs {
                     features: self.features,
                     class,
                     runs,
+                    adaptive,
                     ..LimeOptions::default()
                 }))
             }

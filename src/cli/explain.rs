@@ -165,6 +165,19 @@ fn explain_one(
                     )
                 })
                 .unwrap_or_default();
+            let auto = e.adapted.as_ref().map_or(String::new(), |a| {
+                format!(
+                    " (auto: {} round{}, selection probability {:.2}{})",
+                    a.rounds,
+                    if a.rounds == 1 { "" } else { "s" },
+                    a.probability,
+                    if a.capped {
+                        ", capped by --max-samples"
+                    } else {
+                        ""
+                    }
+                )
+            });
             let stable = e.stability.as_ref().map_or(String::new(), |s| {
                 format!(
                     "; over {} seeds: masks' mean Jaccard {:.2}",
@@ -173,7 +186,7 @@ fn explain_one(
                 )
             });
             format!(
-                "{}: {label} ({}); {} segment{}, {} samples: segmentation {:.2} s, perturb+classify {:.2} s, regression {:.3} s{fit}{stable}{faith} → {}",
+                "{}: {label} ({}); {} segment{}, {} samples{auto}: segmentation {:.2} s, perturb+classify {:.2} s, regression {:.3} s{fit}{stable}{faith} → {}",
                 path.display(),
                 e.class,
                 e.segmentation.count(),

@@ -81,6 +81,57 @@ pub struct LimeOptions {
     /// Runs with seeds `seed..seed + runs` to measure how stable the explanation is (see
     /// [`Stability`]); 1 runs LIME once, as lime does.
     pub runs: usize,
+    /// `--samples auto`: choose the sample count (then `samples` is ignored); `None` draws
+    /// exactly `samples`, as lime does.
+    pub adaptive: Option<Adaptive>,
+}
+
+/// LIME with the sample count chosen for the user: sample in rounds, refit after each, and stop
+/// once the explained class's top-`features` set is the same as after the round before and a
+/// bootstrap over the samples drawn so far selects that same set with probability at least
+/// `target`, or at `max_samples`. The sample is lime's own for the seed, drawn `max_samples`
+/// rows long; stopping after `n` rows gives exactly lime's explanation with `n` samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adaptive {
+    /// Samples per round (250).
+    pub round: usize,
+    /// Never more samples than this (10000).
+    pub max_samples: usize,
+    /// The selection probability to reach (0.95).
+    pub target: f64,
+    /// Bootstrap resamples per round (100).
+    pub bootstraps: usize,
+}
+
+impl Default for Adaptive {
+    fn default() -> Self {
+        Self {
+            round: 250,
+            max_samples: 10_000,
+            target: 0.95,
+            bootstraps: 100,
+        }
+    }
+}
+
+/// Where an adaptive run stopped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adapted {
+    /// Samples used, the original included.
+    pub samples: usize,
+    /// Rounds run.
+    pub rounds: usize,
+    /// The bootstrap's probability of selecting the final top-`features` set.
+    pub probability: f64,
+    /// Whether it stopped at `max_samples` without reaching the target.
+    pub capped: bool,
+}
+
+impl Adapted {
+    /// The document form.
+    pub fn to_json(&self) -> Value {
+        json!({ "samples": self.samples, "rounds": self.rounds, "selection_probability": self.probability, "capped": self.capped })
+    }
 }
 
 impl Default for LimeOptions {
@@ -96,6 +147,7 @@ impl Default for LimeOptions {
             alpha: 1.0,
             class: None,
             runs: 1,
+            adaptive: None,
         }
     }
 }
@@ -185,6 +237,8 @@ pub struct LimeExplanation {
     /// How stable the explanation is over seeds, when `options.runs` asked for several runs
     /// (the rest of the explanation is the first run's, with `options.seed`).
     pub stability: Option<Stability>,
+    /// Where `--samples auto` stopped (then `options.samples` is the count it used).
+    pub adapted: Option<Adapted>,
 }
 
 /// How much LIME's explanation of one class moves from one seed to the next: the complaint
@@ -256,12 +310,8 @@ pub fn lime_given(
     timings.segmentation = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let data = sample(options.seed, options.samples, segmentation.count());
-    // Row 0 is the original (all ones): it is the base prediction, not classified again.
-    let mut keep = KeepMatrix::new(segmentation.count());
-    for row in data.chunks(segmentation.count().max(1)).skip(1) {
-        keep.push_row(&row.iter().map(|b| *b == 1).collect::<Vec<_>>());
-    }
+    let drawn = options.adaptive.map_or(options.samples, |a| a.max_samples);
+    let mut data = sample(options.seed, drawn, segmentation.count());
     let perturber = Perturber::new(classifier, &view.rgb, &segmentation, options.fill)?;
     // The explained classes are the original's top ones: classify it alone first, then keep
     // only those columns for every sample, so memory grows with samples × 5, not × classes.
@@ -286,24 +336,60 @@ pub fn lime_given(
     {
         classes.push(c);
     }
-    let probs = perturber.run_columns(&keep, Some(&classes))?;
+    let s = segmentation.count();
+    // Row 0 is the original (all ones): it is the base prediction, not classified again. Each
+    // classified row keeps only the explained classes' columns, so memory grows with
+    // samples × 5, not × classes.
+    let classify = |rows: std::ops::Range<usize>| -> Result<Vec<Vec<f32>>> {
+        let mut keep = KeepMatrix::new(s);
+        for row in data[rows.start * s..rows.end * s].chunks(s.max(1)) {
+            keep.push_row(&row.iter().map(|b| *b == 1).collect::<Vec<_>>());
+        }
+        let probs = perturber.run_columns(&keep, Some(&classes))?;
+        Ok((0..probs.rows()).map(|r| probs.row(r).to_vec()).collect())
+    };
+    let explained = options.class.unwrap_or(classes[0]);
+    let column = classes.iter().position(|&c| c == explained).unwrap_or(0);
+    let mut rows: Vec<Vec<f32>> = vec![classes.iter().map(|&c| first[c]).collect()];
+    let mut adapted = None;
+    match options.adaptive {
+        None => rows.extend(classify(1..drawn)?),
+        Some(a) => {
+            let mut previous: Option<Vec<usize>> = None;
+            let mut rounds = 0;
+            loop {
+                let end = (rows.len() + a.round).min(a.max_samples);
+                rows.extend(classify(rows.len()..end)?);
+                rounds += 1;
+                let n = rows.len();
+                let y: Vec<f64> = rows.iter().map(|r| r[column] as f64).collect();
+                let (chosen, probability) = selection(&data[..n * s], s, &y, options, a, rounds)?;
+                let stable = previous.as_ref() == Some(&chosen) && probability >= a.target;
+                if stable || n >= a.max_samples {
+                    adapted = Some(Adapted {
+                        samples: n,
+                        rounds,
+                        probability,
+                        capped: !stable,
+                    });
+                    break;
+                }
+                previous = Some(chosen);
+            }
+            data.truncate(rows.len() * s);
+        }
+    }
+    let samples = rows.len();
     timings.perturb_classify = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let s = segmentation.count();
     let kernel = kernel_weights(&data, s, options.kernel_width);
-    let x = DMatrix::from_fn(options.samples, s, |i, j| data[i * s + j] as f64);
+    let x = DMatrix::from_fn(samples, s, |i, j| data[i * s + j] as f64);
     let models = classes
         .iter()
         .enumerate()
         .map(|(k, &c)| {
-            let y = DVector::from_fn(options.samples, |i, _| {
-                if i == 0 {
-                    first[c] as f64
-                } else {
-                    probs.row(i - 1)[k] as f64
-                }
-            });
+            let y = DVector::from_fn(samples, |i, _| rows[i][k] as f64);
             ridge(&x, &y, &kernel, options.alpha).map(
                 |(intercept, weights, score, local_prediction)| LocalModel {
                     class: c,
@@ -334,7 +420,10 @@ pub fn lime_given(
     )?;
     let probabilities = classes.iter().map(|&c| first[c]).collect();
     let mut explanation = LimeExplanation {
-        options: *options,
+        options: LimeOptions {
+            samples,
+            ..*options
+        },
         segmentation,
         models,
         probabilities,
@@ -343,6 +432,7 @@ pub fn lime_given(
         kept,
         timings,
         stability: None,
+        adapted,
     };
     if options.runs > 1 {
         explanation.stability = Some(stability(classifier, view, &explanation)?);
@@ -402,6 +492,58 @@ fn stability(classifier: &Classifier, view: &View, first: &LimeExplanation) -> R
         mean_jaccard: jaccards.iter().sum::<f64>() / jaccards.len() as f64,
         seconds: t.elapsed().as_secs_f64(),
     })
+}
+
+/// The explained class's top-`features` positive segments fitted on the `n` samples of `data`
+/// (row-major, `s` per row) with targets `y`, and the probability that a bootstrap over those
+/// samples selects the same set (`a.bootstraps` resamples with replacement, seeded by the seed
+/// and the round, so the same run stops at the same place).
+fn selection(
+    data: &[u8],
+    s: usize,
+    y: &[f64],
+    options: &LimeOptions,
+    a: Adaptive,
+    round: usize,
+) -> Result<(Vec<usize>, f64)> {
+    let n = y.len();
+    let fit = |rows: &[usize]| -> Result<Vec<usize>> {
+        let picked: Vec<u8> = rows
+            .iter()
+            .flat_map(|&i| data[i * s..(i + 1) * s].iter().copied())
+            .collect();
+        let kernel = kernel_weights(&picked, s, options.kernel_width);
+        let x = DMatrix::from_fn(rows.len(), s, |i, j| picked[i * s + j] as f64);
+        let y = DVector::from_fn(rows.len(), |i, _| y[rows[i]]);
+        let (intercept, weights, score, local_prediction) = ridge(&x, &y, &kernel, options.alpha)?;
+        let mut chosen = LocalModel {
+            class: 0,
+            intercept,
+            weights,
+            score,
+            local_prediction,
+        }
+        .positive(options.features);
+        chosen.sort_unstable();
+        Ok(chosen)
+    };
+    let all: Vec<usize> = (0..n).collect();
+    let chosen = fit(&all)?;
+    let mut rng = crate::rng::SplitMix64(crate::rng::splitmix64(
+        u64::from(options.seed) << 32 | round as u64,
+    ));
+    let mut same = 0;
+    for _ in 0..a.bootstraps {
+        // Row 0, the original, stays in every resample: lime's kernel measures distances to it.
+        let rows: Vec<usize> = std::iter::once(0)
+            .chain((1..n).map(|_| (rng.next_u64() % n as u64) as usize))
+            .collect();
+        // A resample whose weights all vanish has no fit: it does not select the set.
+        if fit(&rows).is_ok_and(|c| c == chosen) {
+            same += 1;
+        }
+    }
+    Ok((chosen, same as f64 / a.bootstraps.max(1) as f64))
 }
 
 /// lime's `top_labels`: `np.argsort(p)[-k:]` reversed (most probable first; among equal
@@ -593,6 +735,9 @@ impl LimeExplanation {
         // Only with several runs, so that a single run's document stays lime's.
         if let (Some(stability), Some(obj)) = (&self.stability, doc.as_object_mut()) {
             obj.insert("stability".into(), stability.to_json());
+        }
+        if let (Some(adapted), Some(obj)) = (&self.adapted, doc.as_object_mut()) {
+            obj.insert("adaptive".into(), adapted.to_json());
         }
         doc
     }

@@ -349,8 +349,19 @@ fn kernelshap_from_the_command_line_and_its_bad_flags() {
             "--samples auto",
         ),
         (
-            vec!["--method", "lime", "--samples", "auto"],
+            vec!["--method", "rise", "--samples", "auto"],
             "--samples auto",
+        ),
+        (
+            vec![
+                "--method",
+                "lime",
+                "--samples",
+                "auto",
+                "--max-samples",
+                "1",
+            ],
+            "--max-samples 1",
         ),
     ] {
         let mut args = vec![

@@ -354,3 +354,59 @@ fn stability_over_seeds_keeps_the_first_run_and_measures_the_spread() {
     }
     assert!((0.0..=1.0).contains(&s.mean_jaccard));
 }
+
+/// `--samples auto` stops where the top segments are stable and the bootstrap agrees, and its
+/// explanation is exactly lime's with that many samples (the sample is one stream for the
+/// seed, so its first rows are the shorter sample).
+#[test]
+fn adaptive_samples_stop_when_stable_and_equal_lime_with_that_count() {
+    use glassbox::explain::lime::Adaptive;
+    let info = ModelInfo::find("planted-centre").expect("fixture");
+    let classifier = Classifier::load(info, &Compute::cpu()).expect("load");
+    let photo = glassbox::view::load_photo(&data("coffee.png")).expect("photo");
+    let view = View::new(&photo.rgb, info.preprocess());
+    let adaptive = Adaptive {
+        max_samples: 5000,
+        ..Adaptive::default()
+    };
+    let options = LimeOptions {
+        segmenter: Segmenter::Grid(6),
+        seed: 2,
+        features: 1,
+        adaptive: Some(adaptive),
+        ..LimeOptions::default()
+    };
+    let auto = lime(&classifier, &view, &options).expect("auto");
+    let a = auto.adapted.expect("adapted");
+    assert!(!a.capped && a.samples < 5000, "stable before 5000 samples: {a:?}");
+    assert!(a.probability >= 0.95, "{a:?}");
+    assert!(a.rounds >= 2, "two rounds at least agree: {a:?}");
+    assert_eq!(a.samples, 1 + 250 * a.rounds, "{a:?}");
+    assert_eq!(auto.options.samples, a.samples);
+    let fixed = LimeOptions {
+        samples: a.samples,
+        adaptive: None,
+        ..options
+    };
+    let plain = lime(&classifier, &view, &fixed).expect("plain");
+    assert_eq!(
+        auto.models, plain.models,
+        "lime's explanation with that count"
+    );
+    assert_eq!(auto.kept, plain.kept);
+    let again = lime(&classifier, &view, &options).expect("again");
+    assert_eq!(again.adapted, auto.adapted, "reproducible");
+
+    // A cap below one round stops there, capped.
+    let capped = LimeOptions {
+        adaptive: Some(Adaptive {
+            max_samples: 100,
+            ..adaptive
+        }),
+        ..options
+    };
+    let c = lime(&classifier, &view, &capped).expect("capped");
+    let c = c.adapted.expect("adapted");
+    assert!(c.capped);
+    assert_eq!((c.samples, c.rounds), (100, 1));
+}
