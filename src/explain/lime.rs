@@ -352,6 +352,8 @@ pub fn lime_given(
     let column = classes.iter().position(|&c| c == explained).unwrap_or(0);
     let mut rows: Vec<Vec<f32>> = vec![classes.iter().map(|&c| first[c]).collect()];
     let mut adapted = None;
+    // The bootstrap refits of `--samples auto` count as regression, not classification.
+    let mut refits = 0.0;
     match options.adaptive {
         None => rows.extend(classify(1..drawn)?),
         Some(a) => {
@@ -363,7 +365,9 @@ pub fn lime_given(
                 rounds += 1;
                 let n = rows.len();
                 let y: Vec<f64> = rows.iter().map(|r| r[column] as f64).collect();
+                let fit = Instant::now();
                 let (chosen, probability) = selection(&data[..n * s], s, &y, options, a, rounds)?;
+                refits += fit.elapsed().as_secs_f64();
                 let stable = previous.as_ref() == Some(&chosen) && probability >= a.target;
                 if stable || n >= a.max_samples {
                     adapted = Some(Adapted {
@@ -380,7 +384,7 @@ pub fn lime_given(
         }
     }
     let samples = rows.len();
-    timings.perturb_classify = t.elapsed().as_secs_f64();
+    timings.perturb_classify = t.elapsed().as_secs_f64() - refits;
 
     let t = Instant::now();
     let kernel = kernel_weights(&data, s, options.kernel_width);
@@ -401,7 +405,7 @@ pub fn lime_given(
             )
         })
         .collect::<Result<Vec<_>>>()?;
-    timings.regression = t.elapsed().as_secs_f64();
+    timings.regression = t.elapsed().as_secs_f64() + refits;
 
     let class = options.class.unwrap_or(classes[0]);
     let model = models

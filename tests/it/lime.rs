@@ -378,7 +378,10 @@ fn adaptive_samples_stop_when_stable_and_equal_lime_with_that_count() {
     };
     let auto = lime(&classifier, &view, &options).expect("auto");
     let a = auto.adapted.expect("adapted");
-    assert!(!a.capped && a.samples < 5000, "stable before 5000 samples: {a:?}");
+    assert!(
+        !a.capped && a.samples < 5000,
+        "stable before 5000 samples: {a:?}"
+    );
     assert!(a.probability >= 0.95, "{a:?}");
     assert!(a.rounds >= 2, "two rounds at least agree: {a:?}");
     assert_eq!(a.samples, 1 + 250 * a.rounds, "{a:?}");
