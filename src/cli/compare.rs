@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use glassbox::Classifier;
 use glassbox::compare::{self, Compared, Contender};
@@ -16,7 +15,7 @@ use glassbox::view::load_photo;
 
 use super::args::{CompareArgs, parse_spec};
 use super::progress::report_refusals;
-use super::{load_models, precision_note, print_notes, select_device};
+use super::{each_image, load_models, precision_note, print_notes, select_device};
 
 pub fn compare_images(args: &CompareArgs) -> glassbox::Result<ExitCode> {
     let a = parse_spec(&args.a, &args.params, args.seed)?;
@@ -31,28 +30,11 @@ pub fn compare_images(args: &CompareArgs) -> glassbox::Result<ExitCode> {
         b.0,
         precision_note(args.device.precision.into())
     );
-    let mut failed = false;
-    let total = args.images.len();
-    for (n, path) in args.images.iter().enumerate() {
-        let started = Instant::now();
-        match compare_one(&classifiers, path, &a, &b, faithfulness.as_ref(), &args.out) {
-            Ok(summary) => eprintln!(
-                "[{}/{total}] {summary} ({:.2} s)",
-                n + 1,
-                started.elapsed().as_secs_f64()
-            ),
-            Err(e) => {
-                failed = true;
-                eprintln!("glassbox: error: {e}");
-            }
-        }
-    }
+    let code = each_image(&args.images, |path| {
+        compare_one(&classifiers, path, &a, &b, faithfulness.as_ref(), &args.out)
+    });
     classifiers.values().for_each(report_refusals);
-    Ok(if failed {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(code)
 }
 
 /// Compares the two explainers on one image and writes the comparison's files; returns the

@@ -11,7 +11,7 @@ use glassbox::output::{self, Picture, Source};
 
 use super::args::ExplainArgs;
 use super::progress::report_refusals;
-use super::{pick_model, precision_note, print_notes, select_device};
+use super::{each_image, pick_model, precision_note, print_notes, select_device};
 
 pub fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
     let info = pick_model(args.model.as_deref())?;
@@ -36,43 +36,24 @@ pub fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
         args.params.fill
     );
 
-    let mut failed = false;
-    let total = args.images.len();
-    for (n, path) in args.images.iter().enumerate() {
-        let started = Instant::now();
-        // --positive-only is lime's default picture; clap refuses it together with --signed.
-        let picture = if args.signed && !args.positive_only {
-            Picture::Signed
-        } else {
-            Picture::PositiveOnly
-        };
-        let result = explain_one(
+    // --positive-only is lime's default picture; clap refuses it together with --signed.
+    let picture = if args.signed && !args.positive_only {
+        Picture::Signed
+    } else {
+        Picture::PositiveOnly
+    };
+    let code = each_image(&args.images, |path| {
+        explain_one(
             &classifier,
             path,
             &explainer,
             picture,
             faithfulness.as_ref(),
             &args.out,
-        );
-        match result {
-            Ok(summary) => eprintln!(
-                "[{}/{total}] {} ({:.2} s)",
-                n + 1,
-                summary,
-                started.elapsed().as_secs_f64()
-            ),
-            Err(e) => {
-                failed = true;
-                eprintln!("glassbox: error: {e}");
-            }
-        }
-    }
+        )
+    });
     report_refusals(&classifier);
-    Ok(if failed {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(code)
 }
 
 /// Explains one image and writes its files; returns the summary line.

@@ -13,6 +13,7 @@ pub mod study;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::process::ExitCode;
 
 use glassbox::model::Precision;
 use glassbox::view::Photo;
@@ -70,5 +71,34 @@ pub fn precision_note(precision: Precision) -> String {
 pub fn print_notes(path: &Path, photo: &Photo) {
     for note in &photo.notes {
         eprintln!("glassbox: {}: {note}", path.display());
+    }
+}
+
+/// Runs `one` on every image in turn, printing `[n/total] summary (seconds)` or the image's
+/// one-line error, and goes on after a failed image: the exit code is 2 if any failed.
+pub fn each_image(
+    images: &[std::path::PathBuf],
+    mut one: impl FnMut(&Path) -> glassbox::Result<String>,
+) -> ExitCode {
+    let mut failed = false;
+    let total = images.len();
+    for (n, path) in images.iter().enumerate() {
+        let started = std::time::Instant::now();
+        match one(path) {
+            Ok(summary) => eprintln!(
+                "[{}/{total}] {summary} ({:.2} s)",
+                n + 1,
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("glassbox: error: {e}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
     }
 }

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use glassbox::Classifier;
 use glassbox::explain::Explainer;
@@ -13,7 +12,7 @@ use glassbox::output::{self, Source};
 
 use super::args::SanityArgs;
 use super::progress::report_refusals;
-use super::{pick_model, precision_note, print_notes, select_device};
+use super::{each_image, pick_model, precision_note, print_notes, select_device};
 
 pub fn sanity(args: &SanityArgs) -> glassbox::Result<ExitCode> {
     let info = pick_model(args.model.as_deref())?;
@@ -36,29 +35,12 @@ pub fn sanity(args: &SanityArgs) -> glassbox::Result<ExitCode> {
         precision_note(model.precision()),
         explainer.name()
     );
-    let mut failed = false;
-    let total = args.images.len();
-    for (n, path) in args.images.iter().enumerate() {
-        let started = Instant::now();
-        match check_one(&model, &twin, path, &explainer, &args.out) {
-            Ok(summary) => eprintln!(
-                "[{}/{total}] {summary} ({:.2} s)",
-                n + 1,
-                started.elapsed().as_secs_f64()
-            ),
-            Err(e) => {
-                failed = true;
-                eprintln!("glassbox: error: {e}");
-            }
-        }
-    }
+    let code = each_image(&args.images, |path| {
+        check_one(&model, &twin, path, &explainer, &args.out)
+    });
     report_refusals(&model);
     report_refusals(&twin);
-    Ok(if failed {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(code)
 }
 
 /// Checks one image and writes its files; returns the summary line.
