@@ -512,14 +512,7 @@ pub fn kernel_shap_given(
         ));
     }
     let classes = classifier.info().classes();
-    if let Some(c) = options.class
-        && c >= classes
-    {
-        return Err(Error::UnknownClass {
-            model: classifier.info().id().into(),
-            class: c.to_string(),
-        });
-    }
+    classifier.check_class(options.class)?;
     let mut timings = KernelShapTimings::default();
     let t = Instant::now();
     let segmentation = options.segmenter.segment(&view.rgb)?;

@@ -235,14 +235,7 @@ pub fn occlusion(
 
 fn check(classifier: &Classifier, method: &Method, options: &OcclusionOptions) -> Result<()> {
     check_method(method)?;
-    if let Some(c) = options.class
-        && c >= classifier.info().classes()
-    {
-        return Err(Error::UnknownClass {
-            model: classifier.info().id().into(),
-            class: c.to_string(),
-        });
-    }
+    classifier.check_class(options.class)?;
     Ok(())
 }
 

@@ -325,14 +325,7 @@ pub fn rise_given(
     let (w, h) = view.rgb.dimensions();
     options.validate(w, h)?;
     let classes = classifier.info().classes();
-    if let Some(c) = options.class
-        && c >= classes
-    {
-        return Err(Error::UnknownClass {
-            model: classifier.info().id().into(),
-            class: c.to_string(),
-        });
-    }
+    classifier.check_class(options.class)?;
     let mut timings = RiseTimings::default();
     let t = Instant::now();
     let masks = draw_masks(options, w, h)?;

@@ -474,6 +474,17 @@ impl Classifier {
         self.info
     }
 
+    /// An error naming the model when `class` is not one of its classes.
+    pub fn check_class(&self, class: Option<usize>) -> Result<()> {
+        match class {
+            Some(c) if c >= self.info.classes() => Err(Error::UnknownClass {
+                model: self.info.id().into(),
+                class: c.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The device it runs on.
     pub fn compute(&self) -> &Compute {
         &self.compute

@@ -227,14 +227,7 @@ pub fn lime_given(
             "kernel width and alpha must be positive".into(),
         ));
     }
-    if let Some(c) = options.class
-        && c >= classifier.info().classes()
-    {
-        return Err(Error::UnknownClass {
-            model: classifier.info().id().into(),
-            class: c.to_string(),
-        });
-    }
+    classifier.check_class(options.class)?;
     let mut timings = LimeTimings::default();
     let t = Instant::now();
     let segmentation = options.segmenter.segment(&view.rgb)?;
