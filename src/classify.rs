@@ -25,6 +25,13 @@ pub struct Prediction {
     pub probability: f32,
 }
 
+impl Prediction {
+    /// The document form, with the class's `label`.
+    pub fn to_json(&self, label: Option<&str>) -> serde_json::Value {
+        serde_json::json!({ "index": self.class, "label": label, "probability": self.probability })
+    }
+}
+
 impl Probabilities {
     /// Number of rows.
     pub fn rows(&self) -> usize {

@@ -68,7 +68,7 @@ pub fn classify(
         if json {
             let top: Vec<_> = preds
                 .iter()
-                .map(|p| json!({ "index": p.class, "label": info.label(p.class), "probability": p.probability }))
+                .map(|p| p.to_json(info.label(p.class)))
                 .collect();
             results.push(json!({ "image": path, "top": top }));
         } else {

@@ -445,7 +445,7 @@ impl Explanation {
             "grid": if matches!(self.method, Method::DoubleDivision { .. }) { 3 } else { self.options.grid },
             "fill": fill,
             "class": { "index": self.class, "label": label(self.class), "probability": self.probability },
-            "base_top": self.base_top.iter().map(|p| json!({ "index": p.class, "label": label(p.class), "probability": p.probability })).collect::<Vec<_>>(),
+            "base_top": self.base_top.iter().map(|p| p.to_json(label(p.class))).collect::<Vec<_>>(),
             "phases": phases,
             "variants": self.variants,
             "kept_fraction": self.kept_fraction(),
