@@ -325,9 +325,10 @@ pub fn write_sanity(
     let left = model.draw(source, &format!("model: {}", model.title))?;
     let twin = Heat::of(&check.twin, label);
     let s = &check.sanity;
+    // The left title says what both show; this one has room for the figures.
     let title = format!(
-        "randomised twin: {} (Spearman {:.2}, Jaccard {:.2})",
-        twin.title, s.correlation, s.jaccard
+        "randomised twin: Spearman {:.2}, Jaccard {:.2} with the model's",
+        s.correlation, s.jaccard
     );
     let right = twin.draw(source, &title)?;
     let gap = 12;
