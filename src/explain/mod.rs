@@ -74,12 +74,7 @@ impl Explainer {
                         "fill": options.fill.name(), "class": options.class })
             }
             Explainer::Lime(o) => {
-                let segments = match o.segmenter {
-                    Segmenter::Quickshift(_) => "quickshift".to_string(),
-                    Segmenter::Slic(s) => format!("slic:{}", s.segments),
-                    Segmenter::Grid(g) => format!("grid:{g}"),
-                };
-                let mut doc = json!({ "method": "lime", "samples": o.samples, "seed": o.seed, "segments": segments,
+                let mut doc = json!({ "method": "lime", "samples": o.samples, "seed": o.seed, "segments": segments_name(&o.segmenter),
                         "fill": o.fill.name(), "features": o.features, "class": o.class });
                 // Only with several runs, so that records of single runs stay as they were.
                 if let (true, Some(obj)) = (o.runs > 1, doc.as_object_mut()) {
