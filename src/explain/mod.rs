@@ -80,6 +80,12 @@ impl Explainer {
                 if let (true, Some(obj)) = (o.runs > 1, doc.as_object_mut()) {
                     obj.insert("runs".into(), json!(o.runs));
                 }
+                // `--samples auto` is another explainer than a fixed count: a study's log must
+                // not resume one as the other.
+                if let (Some(a), Some(obj)) = (o.adaptive, doc.as_object_mut()) {
+                    obj.insert("samples".into(), json!("auto"));
+                    obj.insert("max_samples".into(), json!(a.max_samples));
+                }
                 doc
             }
             Explainer::KernelShap(o) => {

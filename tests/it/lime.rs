@@ -413,3 +413,27 @@ fn adaptive_samples_stop_when_stable_and_equal_lime_with_that_count() {
     assert!(c.capped);
     assert_eq!((c.samples, c.rounds), (100, 1));
 }
+
+/// A study's log key holds each explainer's description: LIME with `--samples auto` must not
+/// read as LIME with its cap as a fixed count, or a log of one would resume as the other.
+#[test]
+fn adaptive_lime_describes_itself_apart_from_a_fixed_count() {
+    use glassbox::explain::Explainer;
+    use glassbox::explain::lime::Adaptive;
+    let fixed = LimeOptions {
+        samples: 10_000,
+        ..LimeOptions::default()
+    };
+    let auto = LimeOptions {
+        adaptive: Some(Adaptive::default()),
+        ..fixed
+    };
+    let (df, da) = (
+        Explainer::Lime(fixed).describe(),
+        Explainer::Lime(auto).describe(),
+    );
+    assert_ne!(df, da);
+    assert_eq!(da["samples"], "auto");
+    assert_eq!(da["max_samples"], 10_000);
+    assert_eq!(df["samples"], 10_000);
+}
