@@ -22,6 +22,7 @@ mod batch;
 mod codegen;
 mod descriptor;
 mod fold;
+mod incremental;
 mod routing;
 mod simplify;
 mod sizes;
@@ -39,6 +40,7 @@ use crate::batch::batch_and_check;
 use crate::codegen::registry_source;
 use crate::descriptor::{Descriptor, check_descriptor};
 use crate::fold::fold_batch_norms;
+use crate::incremental::add_incremental_forward;
 use crate::routing::{instrument, use_cpu_kernels};
 use crate::simplify::simplify;
 use crate::sizes::{largest_buffer_per_sample, largest_buffer_propagated};
@@ -135,7 +137,8 @@ fn run(dirs: &[PathBuf]) -> Result<(), String> {
     for model in &models {
         let rs = out_dir.join("model").join(format!("{}.rs", model.ident));
         let source = fs::read_to_string(&rs).map_err(|e| format!("{}: {e}", rs.display()))?;
-        let mut source = use_cpu_kernels(&source);
+        let mut source = add_incremental_forward(&use_cpu_kernels(&source))
+            .map_err(|e| format!("model '{}': {e}", model.id))?;
         if profile {
             source = instrument(&source);
         }

@@ -139,6 +139,15 @@ pub(crate) fn registry_source(models: &[Prepared]) -> Result<String, String> {
         )
         .ok();
     }
+    s.push_str("        }\n    }\n\n    /// As `forward`, for variants that each change one rectangle of the input (`crate::model::incremental`).\n    pub(crate) fn forward_incremental(&self, inc: &crate::model::incremental::Incremental, input: crate::model::incremental::Crops<4>) -> burn::tensor::Tensor<2> {\n        match self {\n");
+    for m in models {
+        writeln!(
+            s,
+            "            Net::{v}(m) => m.forward_incremental(inc, input),",
+            v = variant(&m.ident)
+        )
+        .ok();
+    }
     s.push_str("        }\n    }\n\n    /// Loads burnpack weights into the network, failing on any missing or mismatched tensor.\n    pub(crate) fn load(&mut self, store: &mut burn::store::BurnpackStore) -> Result<(), String> {\n        use burn::store::ModuleSnapshot;\n        let result = match self {\n");
     for m in models {
         writeln!(

@@ -2,11 +2,14 @@
 
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
 
+use crate::model::incremental::{Bases, Incremental, Macs};
 use crate::model::{Classifier, OutputKind};
+use crate::segment::Rect;
 use crate::{Error, Result};
 
 /// Class probabilities of a batch, row-major `[rows, classes]`.
@@ -153,7 +156,73 @@ impl Classifier {
         &self,
         n: usize,
         columns: Option<&[usize]>,
-        mut make: impl FnMut(Range<usize>) -> Tensor<4>,
+        make: impl FnMut(Range<usize>) -> Tensor<4>,
+        consume: impl FnMut(Range<usize>, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        self.run_each(n, columns, make, |x| self.forward(x), consume)
+    }
+
+    /// Probabilities (of `columns`) of `n` variants of `base` (`[1, 3, H, W]` in model space),
+    /// variant `i` with `rects[i]` (if any) replaced by `fill`'s pixels there, computed by
+    /// incremental inference ([`crate::model::incremental`]): each layer of the model's prefix
+    /// only where the rectangle changed it. `bases` keeps the unoccluded view's activations
+    /// between calls for the same view. Returns the probabilities and the convolutions'
+    /// multiply-accumulates, computed and full inference's.
+    ///
+    /// # Errors
+    /// As [`Classifier::classify_columns`], and when the classifier cannot run incrementally
+    /// ([`Classifier::incremental`]).
+    pub fn classify_rects(
+        &self,
+        base: &Tensor<4>,
+        fill: &Tensor<4>,
+        rects: &[Option<Rect>],
+        columns: Option<&[usize]>,
+        bases: &Bases,
+    ) -> Result<(Probabilities, Macs)> {
+        if !self.incremental() {
+            return Err(Error::InvalidArgument(format!(
+                "incremental inference runs on the CPU in f32; this classifier computes on {} in {}",
+                self.compute(),
+                self.precision()
+            )));
+        }
+        let kept = columns.map_or(self.info().classes(), <[usize]>::len);
+        let mut values = Vec::with_capacity(rects.len() * kept);
+        let macs = Mutex::new(Macs::default());
+        self.run_each(
+            rects.len(),
+            columns,
+            |range| range,
+            |range| {
+                let inc = Incremental::new(bases);
+                let input = inc.input(base, fill, &rects[range]);
+                let out = self.net.forward_incremental(&inc, input);
+                *macs.lock().unwrap_or_else(|e| e.into_inner()) += inc.macs();
+                out
+            },
+            |_, rows| {
+                values.extend_from_slice(rows);
+                Ok(())
+            },
+        )?;
+        Ok((
+            Probabilities {
+                values,
+                classes: kept,
+            },
+            macs.into_inner().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
+
+    /// Runs `forward(make(range))` (the model's raw output for rows `range`) chunk by chunk, as
+    /// [`Classifier::classify_each`] describes.
+    fn run_each<T: Send>(
+        &self,
+        n: usize,
+        columns: Option<&[usize]>,
+        mut make: impl FnMut(Range<usize>) -> T,
+        forward: impl Fn(T) -> Tensor<2> + Sync,
         mut consume: impl FnMut(Range<usize>, &[f32]) -> Result<()>,
     ) -> Result<()> {
         let classes = self.info().classes();
@@ -171,7 +240,7 @@ impl Classifier {
         }
         while start < n {
             let range = start..(start + chunk).min(n);
-            match self.run_chunk(range.clone(), &mut make) {
+            match self.run_chunk(range.clone(), &mut make, &forward) {
                 Ok(rows) => {
                     bad += rows.iter().filter(|v| !v.is_finite()).count();
                     seen += rows.len();
@@ -218,10 +287,11 @@ impl Classifier {
         Ok(())
     }
 
-    fn run_chunk(
+    fn run_chunk<T: Send>(
         &self,
         range: Range<usize>,
-        make: &mut impl FnMut(Range<usize>) -> Tensor<4>,
+        make: &mut impl FnMut(Range<usize>) -> T,
+        forward: &(impl Fn(T) -> Tensor<2> + Sync),
     ) -> std::result::Result<Vec<f32>, String> {
         let len = range.len();
         let classes = self.info().classes();
@@ -233,9 +303,9 @@ impl Classifier {
                 // On the CPU the pass runs on one of rayon's workers: every kernel's parallel
                 // loop then starts on a worker, which takes its own share at once, instead of
                 // this thread handing each layer to the pool and sleeping until it is woken.
-                rayon::scope(|_| self.forward(input))
+                rayon::scope(|_| forward(input))
             } else {
-                self.forward(input)
+                forward(input)
             };
             let out = match output {
                 OutputKind::Logits => softmax(out, 1),

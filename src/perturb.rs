@@ -11,13 +11,15 @@
 //! on the device ([`Perturber::soft_masks`]).
 
 use std::ops::Range;
+use std::sync::Mutex;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use image::RgbImage;
 
 use crate::classify::Probabilities;
 use crate::model::Classifier;
-use crate::segment::Segmentation;
+use crate::model::incremental::{Bases, Macs};
+use crate::segment::{Rect, Segmentation};
 use crate::view::to_input;
 use crate::{Error, Result};
 
@@ -142,6 +144,14 @@ pub struct Perturber<'a> {
     segments: usize,
     height: usize,
     width: usize,
+    /// The segmentation's rectangles, when it is made of them (grids, tilings).
+    cells: Option<Vec<Rect>>,
+    /// Whether rows that hide one rectangle run by incremental inference.
+    incremental: bool,
+    /// The view's activations, kept for incremental inference.
+    bases: Bases,
+    /// Multiply-accumulates of the incremental batches run so far.
+    macs: Mutex<Option<Macs>>,
 }
 
 impl<'a> Perturber<'a> {
@@ -182,7 +192,54 @@ impl<'a> Perturber<'a> {
             segments: segmentation.count(),
             height: h,
             width: w,
+            cells: segmentation.cells().map(<[Rect]>::to_vec),
+            incremental: false,
+            bases: Bases::new(),
+            macs: Mutex::new(None),
         })
+    }
+
+    /// Runs batches whose rows each hide at most one rectangle of a segmentation made of
+    /// rectangles by incremental inference ([`Classifier::classify_rects`]) when `on` and the
+    /// classifier can; other batches, and every batch when off, run in full.
+    pub fn with_incremental(mut self, on: bool) -> Self {
+        self.incremental = on;
+        self
+    }
+
+    /// The convolutions' multiply-accumulates of the batches that ran incrementally, against
+    /// full inference's; `None` when none did.
+    pub fn macs(&self) -> Option<Macs> {
+        *self.macs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes of the view's activations kept for incremental inference.
+    pub fn kept_bytes(&self) -> u64 {
+        self.bases.bytes()
+    }
+
+    /// Each row's one hidden rectangle (`None` for a row that hides nothing), when every row
+    /// hides at most one rectangle and incremental inference may run.
+    fn rects(&self, keep: &KeepMatrix) -> Option<Vec<Option<Rect>>> {
+        let cells = self.cells.as_ref()?;
+        if !self.incremental || !self.classifier.incremental() {
+            return None;
+        }
+        (0..keep.rows())
+            .map(|r| {
+                let row = keep.row(r);
+                let mut hidden = None;
+                for (i, &k) in row.iter().enumerate() {
+                    if k == 0.0 && hidden.replace(i).is_some() {
+                        return None;
+                    }
+                    if k != 0.0 && k != 1.0 {
+                        return None;
+                    }
+                }
+                Some(hidden.map(|i| cells[i]))
+            })
+            .collect()
     }
 
     /// Number of segments.
@@ -280,6 +337,14 @@ impl<'a> Perturber<'a> {
                 keep.segments(),
                 self.segments
             )));
+        }
+        if let Some(rects) = self.rects(keep) {
+            let (probabilities, macs) =
+                self.classifier
+                    .classify_rects(&self.base, &self.fill, &rects, columns, &self.bases)?;
+            let mut total = self.macs.lock().unwrap_or_else(|e| e.into_inner());
+            *total.get_or_insert_default() += macs;
+            return Ok(probabilities);
         }
         self.classifier
             .classify_columns(keep.rows(), columns, |range| self.variants(keep, range))

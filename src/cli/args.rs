@@ -113,6 +113,11 @@ pub struct ParamArgs {
     /// Faithfulness: pixel steps of the deletion and insertion curves (0: do not measure).
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
+    /// Occlusion rules: classify every occluded variant by full inference. By default they run
+    /// by incremental inference on the CPU (each layer computed only where the occluded cell
+    /// changed it; the same probabilities to float rounding).
+    #[arg(long)]
+    pub no_incremental: bool,
 }
 
 #[derive(clap::Args)]
@@ -396,7 +401,19 @@ impl ParamArgs {
             grid: self.grid,
             fill,
             class,
+            incremental: !self.no_incremental,
         };
+        if self.no_incremental
+            && matches!(
+                method,
+                MethodOpt::Lime | MethodOpt::Kernelshap | MethodOpt::Rise
+            )
+        {
+            return Err(bad(
+                "--no-incremental applies to the occlusion rules (arbitrary, statistical, double-division, elbow)"
+                    .into(),
+            ));
+        }
         if self.stability.is_some() && !matches!(method, MethodOpt::Lime) {
             return Err(bad(
                 "--stability runs lime several times: use it with --method lime".into(),

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use kernelshap::{KernelShapExplanation, KernelShapOptions, kernel_shap_given};
 use lime::{LimeExplanation, LimeOptions, Segmenter, lime_given};
 pub use occlusion::{
-    CellScores, Cut, Explanation, Method, OcclusionOptions, Phase, Timings, cell_scores,
+    CellScores, Cut, Explanation, Inference, Method, OcclusionOptions, Phase, Timings, cell_scores,
     cell_scores_given, first_grid, occlusion, occlusion_from,
 };
 use rise::{RiseExplanation, RiseOptions, rise_given};
@@ -70,8 +70,13 @@ impl Explainer {
                     | Method::DoubleDivision { k }
                     | Method::Elbow { k } => json!({ "k": k }),
                 };
-                json!({ "method": method.name(), "parameters": parameter, "grid": first_grid(method, options),
-                        "fill": options.fill.name(), "class": options.class })
+                let mut doc = json!({ "method": method.name(), "parameters": parameter, "grid": first_grid(method, options),
+                        "fill": options.fill.name(), "class": options.class });
+                // Only when off, so that records of the default stay as they were.
+                if let (false, Some(obj)) = (options.incremental, doc.as_object_mut()) {
+                    obj.insert("incremental".into(), json!(false));
+                }
+                doc
             }
             Explainer::Lime(o) => {
                 let mut doc = json!({ "method": "lime", "samples": o.samples, "seed": o.seed, "segments": segments_name(&o.segmenter),
@@ -244,12 +249,16 @@ pub fn run(
             let found = cache
                 .scores
                 .iter()
-                .position(|s| s.grid == g && s.fill == options.fill);
+                .position(|s| {
+                    s.grid == g
+                        && s.fill == options.fill
+                        && s.inference.asked == options.incremental
+                });
             let index = match found {
                 Some(i) => i,
                 None => {
                     let scores =
-                        cell_scores_given(classifier, view, g, options.fill, cache.base())?;
+                        cell_scores_given(classifier, view, g, options.fill, options.incremental, cache.base())?;
                     cache.base = Some(scores.probabilities.row(0).to_vec());
                     cache.scores.push(scores);
                     cache.scores.len() - 1

@@ -11,6 +11,7 @@ use crate::attribution::Attribution;
 use crate::classify::{Prediction, Probabilities};
 use crate::mask::Mask;
 use crate::model::Classifier;
+use crate::model::incremental::Macs;
 use crate::perturb::{Fill, KeepMatrix, Perturber};
 use crate::segment::{Rect, Segmentation};
 use crate::view::View;
@@ -63,6 +64,11 @@ pub struct OcclusionOptions {
     pub fill: Fill,
     /// Explain this class instead of the top prediction.
     pub class: Option<usize>,
+    /// Classify the occluded variants by incremental inference where the classifier can (on
+    /// the CPU, [`Classifier::incremental`]): each layer of the model's prefix computed only
+    /// where the occluded cell changed it. The probabilities equal full inference's to float
+    /// rounding (within 1e-5); off runs full inference, as a baseline.
+    pub incremental: bool,
 }
 
 impl Default for OcclusionOptions {
@@ -71,6 +77,70 @@ impl Default for OcclusionOptions {
             grid: 10,
             fill: Fill::Black,
             class: None,
+            incremental: true,
+        }
+    }
+}
+
+/// How the occluded variants were classified.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Inference {
+    /// Whether incremental inference was asked for.
+    pub asked: bool,
+    /// The convolutions' multiply-accumulates of the variants that ran incrementally, against
+    /// full inference's; `None` when every variant ran in full.
+    pub macs: Option<Macs>,
+    /// Variants that ran incrementally.
+    pub variants: usize,
+    /// Bytes of the view's activations kept for incremental inference (the most any batch
+    /// kept).
+    pub kept_bytes: u64,
+}
+
+impl Inference {
+    fn of(perturber: &Perturber, asked: bool, variants: usize) -> Self {
+        let macs = perturber.macs();
+        Self {
+            asked,
+            macs,
+            variants: if macs.is_some() { variants } else { 0 },
+            kept_bytes: perturber.kept_bytes(),
+        }
+    }
+
+    fn add(&mut self, other: Inference) {
+        self.macs = match (self.macs, other.macs) {
+            (Some(mut a), Some(b)) => {
+                a += b;
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
+        self.variants += other.variants;
+        self.kept_bytes = self.kept_bytes.max(other.kept_bytes);
+    }
+
+    /// The document form: which path ran and, for incremental inference, the work it did.
+    pub fn to_json(&self, classifier_can: bool) -> Value {
+        match self.macs {
+            Some(m) => json!({
+                "path": "incremental",
+                "variants": self.variants,
+                "conv_macs": m.computed,
+                "conv_macs_full_inference": m.full,
+                "conv_work_share": m.computed as f64 / m.full.max(1) as f64,
+                "kept_activation_bytes": self.kept_bytes,
+            }),
+            None => {
+                let why = if !self.asked {
+                    "incremental inference was turned off"
+                } else if !classifier_can {
+                    "incremental inference runs on the CPU in f32"
+                } else {
+                    "no batch hid single rectangles"
+                };
+                json!({ "path": "full", "why": why })
+            }
         }
     }
 }
@@ -139,6 +209,10 @@ pub struct Explanation {
     pub variants: usize,
     /// Time per stage.
     pub timings: Timings,
+    /// How the variants were classified.
+    pub inference: Inference,
+    /// Whether the classifier could run incremental inference.
+    pub incremental_possible: bool,
     /// Things the user should know (e.g. the elbow fell back).
     pub notes: Vec<String>,
 }
@@ -158,25 +232,31 @@ pub struct CellScores {
     pub probabilities: Probabilities,
     /// Time spent: `preprocess` and `perturb_classify` are filled in.
     pub timings: Timings,
+    /// How the variants were classified.
+    pub inference: Inference,
 }
 
 /// Classifies `view` and its single-cell occlusions on a `grid` with `fill`.
+/// The variants run by incremental inference where the classifier can
+/// ([`OcclusionOptions::incremental`]); [`cell_scores_given`] chooses.
 pub fn cell_scores(
     classifier: &Classifier,
     view: &View,
     grid: u32,
     fill: Fill,
 ) -> Result<CellScores> {
-    cell_scores_given(classifier, view, grid, fill, None)
+    cell_scores_given(classifier, view, grid, fill, true, None)
 }
 
-/// As [`cell_scores`], with the unperturbed view's probabilities `base` (all classes) already
-/// known, so that only the occluded variants are classified.
+/// As [`cell_scores`], by incremental inference or not (`incremental`), with the unperturbed
+/// view's probabilities `base` (all classes) already known, so that only the occluded variants
+/// are classified.
 pub fn cell_scores_given(
     classifier: &Classifier,
     view: &View,
     grid: u32,
     fill: Fill,
+    incremental: bool,
     base: Option<&[f32]>,
 ) -> Result<CellScores> {
     let (w, h) = view.rgb.dimensions();
@@ -187,7 +267,8 @@ pub fn cell_scores_given(
         .cells()
         .map(<[Rect]>::to_vec)
         .unwrap_or_default();
-    let perturber = Perturber::new(classifier, &view.rgb, &segmentation, fill)?;
+    let perturber = Perturber::new(classifier, &view.rgb, &segmentation, fill)?
+        .with_incremental(incremental);
     timings.preprocess = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
@@ -203,12 +284,14 @@ pub fn cell_scores_given(
         None => perturber.run(&keep)?,
     };
     timings.perturb_classify = t.elapsed().as_secs_f64();
+    let inference = Inference::of(&perturber, incremental, keep.rows());
     Ok(CellScores {
         grid,
         fill,
         cells,
         probabilities,
         timings,
+        inference,
     })
 }
 
@@ -229,7 +312,15 @@ pub fn occlusion(
     options: &OcclusionOptions,
 ) -> Result<Explanation> {
     check(classifier, &method, options)?;
-    let scores = cell_scores(classifier, view, first_grid(&method, options), options.fill)?;
+    let grid = first_grid(&method, options);
+    let scores = cell_scores_given(
+        classifier,
+        view,
+        grid,
+        options.fill,
+        options.incremental,
+        None,
+    )?;
     occlusion_from(classifier, view, &scores, method, options)
 }
 
@@ -251,14 +342,15 @@ pub fn occlusion_from(
 ) -> Result<Explanation> {
     check(classifier, &method, options)?;
     let g = first_grid(&method, options);
-    if scores.grid != g || scores.fill != options.fill {
+    if scores.grid != g || scores.fill != options.fill || scores.inference.asked != options.incremental {
         return Err(Error::InvalidArgument(format!(
-            "cell scores were computed for grid {} and fill {:?}, the method needs grid {g} and fill {:?}",
-            scores.grid, scores.fill, options.fill
+            "cell scores were computed for grid {} and fill {:?} (incremental: {}), the method needs grid {g} and fill {:?} (incremental: {})",
+            scores.grid, scores.fill, scores.inference.asked, options.fill, options.incremental
         )));
     }
     let (w, h) = view.rgb.dimensions();
     let mut timings = scores.timings;
+    let mut inference = scores.inference;
     let cells = scores.cells.clone();
     let probs = &scores.probabilities;
 
@@ -291,7 +383,8 @@ pub fn occlusion_from(
         if !sub.is_empty() {
             let t = Instant::now();
             let segmentation = Segmentation::from_cells(w, h, tiles)?;
-            let perturber = Perturber::new(classifier, &view.rgb, &segmentation, options.fill)?;
+            let perturber = Perturber::new(classifier, &view.rgb, &segmentation, options.fill)?
+                .with_incremental(options.incremental);
             timings.preprocess += t.elapsed().as_secs_f64();
             let t = Instant::now();
             let mut keep = KeepMatrix::new(segmentation.count());
@@ -300,6 +393,7 @@ pub fn occlusion_from(
             }
             let probs = perturber.run(&keep)?;
             timings.perturb_classify += t.elapsed().as_secs_f64();
+            inference.add(Inference::of(&perturber, options.incremental, keep.rows()));
             let t = Instant::now();
             let p: Vec<f32> = (0..sub.len()).map(|r| probs.row(r)[class]).collect();
             let argmax: Vec<usize> = (0..sub.len()).map(|r| probs.argmax(r)).collect();
@@ -334,6 +428,8 @@ pub fn occlusion_from(
         kept,
         variants,
         timings,
+        inference,
+        incremental_possible: classifier.incremental(),
         notes,
     })
 }
@@ -450,6 +546,7 @@ impl Explanation {
             "variants": self.variants,
             "kept_fraction": self.kept_fraction(),
             "mask": { "width": self.kept.width(), "height": self.kept.height(), "encoding": "run lengths over row-major view pixels, alternating blacked-out/kept, starting with blacked-out", "runs": self.mask_runs() },
+            "inference": self.inference.to_json(self.incremental_possible),
             "notes": self.notes,
             "timings_s": { "preprocess": self.timings.preprocess, "perturb_classify": self.timings.perturb_classify, "rule": self.timings.rule, "render": self.timings.render },
         })

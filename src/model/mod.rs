@@ -149,6 +149,7 @@ pub(crate) struct Aligned<const N: usize>(pub [u8; N]);
 
 pub mod cpu;
 pub mod gpu;
+pub mod incremental;
 
 /// Sets the process's kernel switches from the environment, as the `glassbox` tool and
 /// `examples/layers.rs` do: `GLASSBOX_GPU_CONV=burn|taps|im2col` picks [`gpu::ConvPath`], and
@@ -372,7 +373,7 @@ type ProgressFn = dyn Fn(usize, usize) + Send + Sync;
 #[derive(Debug)]
 pub struct Classifier {
     info: ModelInfo,
-    net: Net,
+    pub(crate) net: Net,
     compute: Compute,
     precision: Precision,
     weights: Weights,
@@ -536,6 +537,12 @@ impl Classifier {
     pub(crate) fn refused_chunk(&self, halved: usize) {
         self.refused.fetch_add(1, Ordering::Relaxed);
         self.chunk.store(halved.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether [`Classifier::classify_rects`] can run: incremental inference pastes crops on
+    /// the host, so it runs on the CPU in f32.
+    pub fn incremental(&self) -> bool {
+        !self.compute.is_gpu() && self.precision == Precision::F32
     }
 
     /// The raw forward pass of one chunk: `[n, 3, H, W]` → `[n, classes]` as the model outputs,

@@ -9,6 +9,7 @@ mod cpu_kernels;
 mod explain;
 mod golden;
 mod gpu;
+mod incremental;
 mod kernelshap;
 mod known_answers;
 mod lime;

@@ -96,6 +96,40 @@ fn gemm_conv(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
         let out = pointwise_gathered(input, weights, bias, activation, [n, cin, cout, plane_out]);
         return Some(flex_tensor(out, [n, cout, ho, wo]));
     }
+    if !pointwise && groups == 1 && n > 1 && plane_out < MIN_COLS {
+        // Small planes (GoogLeNet's 7x7 stage, incremental inference's crops): the im2col
+        // blocks of all images side by side, one gemm over all of them.
+        let total = n * plane_out;
+        let mut gathered = vec![0.0f32; k * total];
+        let images: Vec<&[f32]> = input.chunks_exact(cin * plane_in).collect();
+        let mut blocks = vec![0.0f32; n * k * plane_out];
+        blocks
+            .par_chunks_mut(k * plane_out)
+            .zip(images)
+            .for_each(|(col, x)| {
+                im2col(
+                    x,
+                    col,
+                    [height, width],
+                    [kh, kw],
+                    [sh, sw],
+                    [dh, dw],
+                    [top, left],
+                    wo,
+                    0..ho,
+                );
+            });
+        gathered
+            .par_chunks_mut(total)
+            .enumerate()
+            .for_each(|(r, row)| {
+                for (image, dst) in row.chunks_exact_mut(plane_out).enumerate() {
+                    dst.copy_from_slice(&blocks[(image * k + r) * plane_out..][..plane_out]);
+                }
+            });
+        let out = gathered_gemm(&gathered, weights, bias, activation, [n, k, cout, plane_out]);
+        return Some(flex_tensor(out, [n, cout, ho, wo]));
+    }
     // Bands of at least MIN_COLS pixels: a thinner gemm spends more on packing than on work.
     let band = (TILE_FLOATS / k.max(cout_g))
         .max(MIN_COLS)
@@ -217,6 +251,20 @@ fn pointwise_gathered(
                 dst.copy_from_slice(&input[(image * cin + ci) * plane..][..plane]);
             }
         });
+    gathered_gemm(&gathered, weights, bias, activation, [n, cin, cout, plane])
+}
+
+/// The product of `[cout, k]` weights and the `[k, n × plane]` block `gathered` (the planes of
+/// `n` images side by side), its columns split evenly over the cores, scattered back to NCHW
+/// with bias and activation.
+fn gathered_gemm(
+    gathered: &[f32],
+    weights: &[f32],
+    bias: Option<&[f32]>,
+    activation: Activation,
+    [n, cin, cout, plane]: [usize; 4],
+) -> Vec<f32> {
+    let total = n * plane;
     let mut product = vec![0.0f32; cout * total];
     let jobs = (total / MIN_COLS).clamp(1, rayon::current_num_threads());
     let per_job = total.div_ceil(jobs);

@@ -112,7 +112,7 @@ fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> Tensor<4> {
 ///
 /// # Safety
 /// `fill` must write every one of the `len` elements it is given.
-unsafe fn written(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+pub(crate) unsafe fn written(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
     let mut values = Vec::with_capacity(len);
     fill(&mut values.spare_capacity_mut()[..len]);
     // SAFETY: the capacity is `len`, and the caller's `fill` initialised all of it.
