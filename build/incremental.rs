@@ -92,7 +92,12 @@ pub(crate) fn add_incremental_forward(source: &str) -> Result<String, String> {
             break;
         };
         let annotation = annotation
-            .map(|a| format!(": {}", a.replace("Tensor<", "crate::model::incremental::Crops<")))
+            .map(|a| {
+                format!(
+                    ": {}",
+                    a.replace("Tensor<", "crate::model::incremental::Crops<")
+                )
+            })
             .unwrap_or_default();
         out.push_str(&format!("        let {name}{annotation} = {line};\n"));
         regions.push(name);

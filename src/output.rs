@@ -191,6 +191,10 @@ pub fn write_explanation(
             render::save_png(&render::masked(photo, view, &e.kept), &name("masked.png"))?;
             render::write_atomic(&name("mask.png"), &e.kept.to_png()?)?;
         }
+        Explained::Sliding(e) => {
+            render::save_png(&render::masked(photo, view, &e.kept), &name("masked.png"))?;
+            render::write_atomic(&name("mask.png"), &e.kept.to_png()?)?;
+        }
     }
     let heat = Heat::of(explained, label);
     render::save_png(&heat.draw(source, &heat.title)?, &name("heatmap.png"))?;
@@ -217,7 +221,7 @@ pub fn write_explanation(
         }
         // Occlusion and RISE documents list their pictures; segment explainers say which
         // picture `masked.png` is (the golden files pin both forms).
-        if let Explained::Occlusion(_) | Explained::Rise(_) = explained {
+        if let Explained::Occlusion(_) | Explained::Rise(_) | Explained::Sliding(_) = explained {
             obj.insert("outputs".into(), json!(files));
         } else {
             let picture = match picture {
@@ -425,6 +429,14 @@ impl Heat {
                 let title = format!("RISE saliency of p({label}) minus its mean {mean:.3}");
                 (centred, title, true)
             }
+            Explained::Sliding(e) => (
+                e.attribution.clone(),
+                format!(
+                    "mean drop in p({label}), {0}x{0} windows every {1} px",
+                    e.options.window, e.options.stride
+                ),
+                false,
+            ),
         };
         Self {
             values,

@@ -218,6 +218,57 @@ impl<'a> Perturber<'a> {
         self.bases.bytes()
     }
 
+    /// Probabilities (of `columns`) of variants that each replace one rectangle of the view
+    /// (`None`: none) by the fill, whatever the segmentation: by incremental inference when
+    /// on and the classifier can, else in full, with each chunk's masks built on the host.
+    ///
+    /// # Errors
+    /// A rectangle outside the view, or a failing device or model.
+    pub fn run_rects(
+        &self,
+        rects: &[Option<Rect>],
+        columns: Option<&[usize]>,
+    ) -> Result<Probabilities> {
+        let (w, h) = (self.width as u32, self.height as u32);
+        if let Some(r) = rects
+            .iter()
+            .flatten()
+            .find(|r| r.x + r.w > w || r.y + r.h > h)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "rectangle {r:?} is outside the {w}x{h} view"
+            )));
+        }
+        if self.incremental && self.classifier.incremental() {
+            let (probabilities, macs) = self.classifier.classify_rects(
+                &self.base,
+                &self.fill,
+                rects,
+                columns,
+                &self.bases,
+            )?;
+            let mut total = self.macs.lock().unwrap_or_else(|e| e.into_inner());
+            *total.get_or_insert_default() += macs;
+            return Ok(probabilities);
+        }
+        let device = self.classifier.compute().device();
+        self.classifier
+            .classify_columns(rects.len(), columns, |range| {
+                let (n, plane) = (range.len(), self.height * self.width);
+                let mut keep = vec![1.0f32; n * plane];
+                for (mask, rect) in keep.chunks_exact_mut(plane).zip(&rects[range]) {
+                    if let Some(r) = rect {
+                        r.fill(mask, w, 0.0);
+                    }
+                }
+                let mask = Tensor::<4>::from_data(
+                    TensorData::new(keep, [n, 1, self.height, self.width]),
+                    device,
+                );
+                self.fill.clone() + (self.base.clone() - self.fill.clone()) * mask
+            })
+    }
+
     /// Each row's one hidden rectangle (`None` for a row that hides nothing), when every row
     /// hides at most one rectangle and incremental inference may run.
     fn rects(&self, keep: &KeepMatrix) -> Option<Vec<Option<Rect>>> {
@@ -339,9 +390,13 @@ impl<'a> Perturber<'a> {
             )));
         }
         if let Some(rects) = self.rects(keep) {
-            let (probabilities, macs) =
-                self.classifier
-                    .classify_rects(&self.base, &self.fill, &rects, columns, &self.bases)?;
+            let (probabilities, macs) = self.classifier.classify_rects(
+                &self.base,
+                &self.fill,
+                &rects,
+                columns,
+                &self.bases,
+            )?;
             let mut total = self.macs.lock().unwrap_or_else(|e| e.into_inner());
             *total.get_or_insert_default() += macs;
             return Ok(probabilities);

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use glassbox::explain::kernelshap::{KernelShapOptions, Samples};
 use glassbox::explain::lime::{Adaptive, LimeOptions, Segmenter};
 use glassbox::explain::rise::RiseOptions;
+use glassbox::explain::sliding::SlidingOptions;
 use glassbox::explain::{Explainer, Method, OcclusionOptions};
 use glassbox::metrics::FaithfulnessOptions;
 use glassbox::model::{Precision, Weights};
@@ -72,8 +73,8 @@ pub struct ParamArgs {
     /// Cells along the longer side of the view.
     #[arg(long, default_value_t = 10)]
     pub grid: u32,
-    /// arbitrary: fraction of the ranked cells blacked out [default: 0.7]; rise: fraction of the
-    /// view's pixels kept, most salient first [default: 0.3].
+    /// arbitrary: fraction of the ranked cells blacked out [default: 0.7]; rise, sliding:
+    /// fraction of the view's pixels kept, most important first [default: 0.3].
     #[arg(long)]
     pub keep_fraction: Option<f64>,
     /// statistical, double-division, elbow's fallback: black out cells with p > mean - k*std.
@@ -101,6 +102,12 @@ pub struct ParamArgs {
     /// segment's weight mean and std, the masks' mean pairwise Jaccard).
     #[arg(long, value_name = "R")]
     pub stability: Option<usize>,
+    /// sliding: side of the square window, in view pixels.
+    #[arg(long, default_value_t = 32)]
+    pub window: u32,
+    /// sliding: step between windows, in view pixels.
+    #[arg(long, default_value_t = 16)]
+    pub stride: u32,
     /// rise: random masks.
     #[arg(long, default_value_t = 4000)]
     pub masks: usize,
@@ -265,6 +272,7 @@ pub enum MethodOpt {
     Lime,
     Kernelshap,
     Rise,
+    Sliding,
 }
 
 /// `--samples`: `auto` or a count.
@@ -410,7 +418,7 @@ impl ParamArgs {
             )
         {
             return Err(bad(
-                "--no-incremental applies to the occlusion rules (arbitrary, statistical, double-division, elbow)"
+                "--no-incremental applies to the occlusion methods (arbitrary, statistical, double-division, elbow, sliding)"
                     .into(),
             ));
         }
@@ -499,6 +507,20 @@ impl ParamArgs {
                     features: self.features,
                     class,
                 }))
+            }
+            MethodOpt::Sliding => {
+                let options = SlidingOptions {
+                    window: self.window,
+                    stride: self.stride,
+                    fill,
+                    keep_fraction: self
+                        .keep_fraction
+                        .unwrap_or(SlidingOptions::default().keep_fraction),
+                    class,
+                    incremental: !self.no_incremental,
+                };
+                options.validate(pre.width, pre.height)?;
+                Ok(Explainer::Sliding(options))
             }
             MethodOpt::Rise => {
                 let options = RiseOptions {

@@ -76,6 +76,12 @@ fn explain_one(
             eprintln!("glassbox: {}: {note}", path.display());
         }
     }
+    if let Explained::Sliding(e) = &mut explained {
+        e.timings.preprocess += decode;
+        for note in e.notes() {
+            eprintln!("glassbox: {}: {note}", path.display());
+        }
+    }
     let faithfulness = faithfulness
         .map(|o| metrics::faithfulness(classifier, &view, &explained.attribution(), o))
         .transpose()?;
@@ -109,6 +115,28 @@ fn explain_one(
             e.variants,
             written.pattern().display()
         ),
+        Explained::Sliding(e) => {
+            let o = &e.options;
+            let work = e.inference.macs.map_or(String::new(), |m| {
+                format!(
+                    " (incremental: {:.0}% of full inference's convolution work)",
+                    100.0 * m.computed as f64 / m.full.max(1) as f64
+                )
+            });
+            format!(
+                "{}: {label} ({}) p={:.4}; kept {:.0}% by mean drop over {} windows of {}x{} every {} px in {:.2} s{work}{faith} → {}",
+                path.display(),
+                e.class,
+                e.probability,
+                e.kept.kept_fraction() * 100.0,
+                e.windows.len(),
+                o.window,
+                o.window,
+                o.stride,
+                e.timings.classify,
+                written.pattern().display()
+            )
+        }
         Explained::Rise(e) => {
             let (o, t) = (&e.options, e.timings);
             format!(

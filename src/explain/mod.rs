@@ -1,5 +1,6 @@
 //! Explainers: the report's occlusion rules (arbitrary, statistical, double division, elbow),
-//! LIME, KernelSHAP and RISE, behind one [`Explainer`] type and one [`run`].
+//! sliding-window occlusion, LIME, KernelSHAP and RISE, behind one [`Explainer`] type and one
+//! [`run`].
 //!
 //! Every explainer works on the model's input view, so masks from different methods and
 //! models are directly comparable, and every variant goes through the [`Perturber`]
@@ -12,6 +13,7 @@ pub mod lime;
 mod occlusion;
 pub mod rise;
 pub mod rules;
+pub mod sliding;
 
 use serde_json::{Value, json};
 
@@ -22,6 +24,7 @@ pub use occlusion::{
     cell_scores_given, first_grid, occlusion, occlusion_from,
 };
 use rise::{RiseExplanation, RiseOptions, rise_given};
+use sliding::{SlidingExplanation, SlidingOptions, sliding_given};
 
 use crate::Result;
 use crate::attribution::Attribution;
@@ -47,6 +50,8 @@ pub enum Explainer {
     KernelShap(KernelShapOptions),
     /// RISE.
     Rise(RiseOptions),
+    /// Sliding-window occlusion.
+    Sliding(SlidingOptions),
 }
 
 impl Explainer {
@@ -57,6 +62,7 @@ impl Explainer {
             Explainer::Lime(_) => "lime",
             Explainer::KernelShap(_) => "kernelshap",
             Explainer::Rise(_) => "rise",
+            Explainer::Sliding(_) => "sliding",
         }
     }
 
@@ -102,6 +108,14 @@ impl Explainer {
                 json!({ "method": "rise", "masks": o.masks, "cells": o.cells, "keep_prob": o.keep_prob,
                         "seed": o.seed, "keep_fraction": o.keep_fraction, "fill": o.fill.name(), "class": o.class })
             }
+            Explainer::Sliding(o) => {
+                let mut doc = json!({ "method": "sliding", "window": o.window, "stride": o.stride,
+                        "keep_fraction": o.keep_fraction, "fill": o.fill.name(), "class": o.class });
+                if let (false, Some(obj)) = (o.incremental, doc.as_object_mut()) {
+                    obj.insert("incremental".into(), json!(false));
+                }
+                doc
+            }
         }
     }
 
@@ -113,6 +127,7 @@ impl Explainer {
             Explainer::Lime(o) => o.class = Some(class),
             Explainer::KernelShap(o) => o.class = Some(class),
             Explainer::Rise(o) => o.class = Some(class),
+            Explainer::Sliding(o) => o.class = Some(class),
         }
         explainer
     }
@@ -124,6 +139,7 @@ impl Explainer {
             Explainer::Lime(o) => o.fill,
             Explainer::KernelShap(o) => o.fill,
             Explainer::Rise(o) => o.fill,
+            Explainer::Sliding(o) => o.fill,
         }
     }
 }
@@ -148,6 +164,8 @@ pub enum Explained {
     KernelShap(KernelShapExplanation),
     /// RISE's explanation.
     Rise(RiseExplanation),
+    /// Sliding-window occlusion's explanation.
+    Sliding(SlidingExplanation),
 }
 
 impl Explained {
@@ -158,6 +176,7 @@ impl Explained {
             Explained::Lime(_) => "lime",
             Explained::KernelShap(_) => "kernelshap",
             Explained::Rise(_) => "rise",
+            Explained::Sliding(_) => "sliding",
         }
     }
 
@@ -168,6 +187,7 @@ impl Explained {
             Explained::Lime(e) => e.class,
             Explained::KernelShap(e) => e.class,
             Explained::Rise(e) => e.class,
+            Explained::Sliding(e) => e.class,
         }
     }
 
@@ -178,6 +198,7 @@ impl Explained {
             Explained::Lime(e) => &e.kept,
             Explained::KernelShap(e) => &e.kept,
             Explained::Rise(e) => &e.kept,
+            Explained::Sliding(e) => &e.kept,
         }
     }
 
@@ -188,6 +209,7 @@ impl Explained {
             Explained::Lime(e) => Attribution::from(e),
             Explained::KernelShap(e) => Attribution::from(e),
             Explained::Rise(e) => Attribution::from(e),
+            Explained::Sliding(e) => Attribution::from(e),
         }
     }
 
@@ -198,6 +220,7 @@ impl Explained {
             Explained::Lime(e) => e.timings.render = seconds,
             Explained::KernelShap(e) => e.timings.render = seconds,
             Explained::Rise(e) => e.timings.render = seconds,
+            Explained::Sliding(e) => e.timings.render = seconds,
         }
     }
 
@@ -208,6 +231,7 @@ impl Explained {
             Explained::Lime(e) => e.to_json(label),
             Explained::KernelShap(e) => e.to_json(label),
             Explained::Rise(e) => e.to_json(label),
+            Explained::Sliding(e) => e.to_json(label),
         }
     }
 }
@@ -246,19 +270,20 @@ pub fn run(
     match explainer {
         Explainer::Occlusion { method, options } => {
             let g = first_grid(method, options);
-            let found = cache
-                .scores
-                .iter()
-                .position(|s| {
-                    s.grid == g
-                        && s.fill == options.fill
-                        && s.inference.asked == options.incremental
-                });
+            let found = cache.scores.iter().position(|s| {
+                s.grid == g && s.fill == options.fill && s.inference.asked == options.incremental
+            });
             let index = match found {
                 Some(i) => i,
                 None => {
-                    let scores =
-                        cell_scores_given(classifier, view, g, options.fill, options.incremental, cache.base())?;
+                    let scores = cell_scores_given(
+                        classifier,
+                        view,
+                        g,
+                        options.fill,
+                        options.incremental,
+                        cache.base(),
+                    )?;
                     cache.base = Some(scores.probabilities.row(0).to_vec());
                     cache.scores.push(scores);
                     cache.scores.len() - 1
@@ -287,6 +312,13 @@ pub fn run(
                 cache.base = Some(e.original.clone());
             }
             Ok(Explained::Rise(e))
+        }
+        Explainer::Sliding(options) => {
+            let e = sliding_given(classifier, view, options, cache.base())?;
+            if cache.base.is_none() {
+                cache.base = Some(e.original.clone());
+            }
+            Ok(Explained::Sliding(e))
         }
     }
 }

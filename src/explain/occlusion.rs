@@ -98,7 +98,7 @@ pub struct Inference {
 }
 
 impl Inference {
-    fn of(perturber: &Perturber, asked: bool, variants: usize) -> Self {
+    pub(crate) fn of(perturber: &Perturber, asked: bool, variants: usize) -> Self {
         let macs = perturber.macs();
         Self {
             asked,
@@ -267,8 +267,8 @@ pub fn cell_scores_given(
         .cells()
         .map(<[Rect]>::to_vec)
         .unwrap_or_default();
-    let perturber = Perturber::new(classifier, &view.rgb, &segmentation, fill)?
-        .with_incremental(incremental);
+    let perturber =
+        Perturber::new(classifier, &view.rgb, &segmentation, fill)?.with_incremental(incremental);
     timings.preprocess = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
@@ -342,7 +342,10 @@ pub fn occlusion_from(
 ) -> Result<Explanation> {
     check(classifier, &method, options)?;
     let g = first_grid(&method, options);
-    if scores.grid != g || scores.fill != options.fill || scores.inference.asked != options.incremental {
+    if scores.grid != g
+        || scores.fill != options.fill
+        || scores.inference.asked != options.incremental
+    {
         return Err(Error::InvalidArgument(format!(
             "cell scores were computed for grid {} and fill {:?} (incremental: {}), the method needs grid {g} and fill {:?} (incremental: {})",
             scores.grid, scores.fill, scores.inference.asked, options.fill, options.incremental

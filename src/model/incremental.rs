@@ -80,7 +80,11 @@ impl Span {
         let lo = (self.lo + pad - span).div_euclid(stride) + 1;
         let hi = (self.hi + pad + stride - 1).div_euclid(stride);
         let (lo, hi) = (lo.clamp(0, out as i64), hi.clamp(0, out as i64));
-        if lo >= hi { Span::EMPTY } else { Span { lo, hi } }
+        if lo >= hi {
+            Span::EMPTY
+        } else {
+            Span { lo, hi }
+        }
     }
 }
 

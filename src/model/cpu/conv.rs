@@ -127,7 +127,13 @@ fn gemm_conv(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
                     dst.copy_from_slice(&blocks[(image * k + r) * plane_out..][..plane_out]);
                 }
             });
-        let out = gathered_gemm(&gathered, weights, bias, activation, [n, k, cout, plane_out]);
+        let out = gathered_gemm(
+            &gathered,
+            weights,
+            bias,
+            activation,
+            [n, k, cout, plane_out],
+        );
         return Some(flex_tensor(out, [n, cout, ho, wo]));
     }
     // Bands of at least MIN_COLS pixels: a thinner gemm spends more on packing than on work.
