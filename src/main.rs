@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => cli::compare::compare_images(&args),
         Command::Study(args) => cli::study::study(&args),
         Command::Sanity(args) => cli::sanity::sanity(&args),
-        Command::Models { json, all } => cli::models::models(json, all),
+        Command::Models { json, all, macs } => cli::models::models(json, all, macs),
     };
     match result {
         Ok(code) => code,

@@ -64,6 +64,10 @@ pub enum Command {
         /// Also list the test fixtures (planted-region models).
         #[arg(long)]
         all: bool,
+        /// Also measure what incremental occlusion inference saves for each model: its 10x10
+        /// single-cell occlusions of a grey view on the CPU (seconds per model).
+        #[arg(long)]
+        macs: bool,
     },
 }
 

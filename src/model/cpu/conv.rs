@@ -55,6 +55,10 @@ const TILE_FLOATS: usize = 48 << 10;
 /// The fewest output pixels a tile has, however large its blocks.
 const MIN_COLS: usize = 96;
 
+/// Planes smaller than this (in output pixels) are convolved with the im2col blocks of all
+/// images side by side and one gemm (see `gemm_conv`).
+const GATHER_BELOW: usize = 400;
+
 /// A convolution (any kernel size, stride, dilation and group count; explicit or no padding) as
 /// one gemm per tile of output rows, with bias and activation fused: for each image and each
 /// band of output rows, the band's im2col block `[cin/groups × kh × kw, band]` is built from the
@@ -96,35 +100,31 @@ fn gemm_conv(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
         let out = pointwise_gathered(input, weights, bias, activation, [n, cin, cout, plane_out]);
         return Some(flex_tensor(out, [n, cout, ho, wo]));
     }
-    if !pointwise && groups == 1 && n > 1 && plane_out < MIN_COLS {
-        // Small planes (GoogLeNet's 7x7 stage, incremental inference's crops): the im2col
-        // blocks of all images side by side, one gemm over all of them.
+    if !pointwise && groups == 1 && n > 1 && plane_out < GATHER_BELOW {
+        // Small planes (GoogLeNet's 7x7 and 14x14 stages, incremental inference's crops): the
+        // im2col blocks of all images side by side, `[k, n × plane]`, and one gemm over all
+        // of them, split over the cores, instead of a thin gemm per image that repacks the
+        // weights each time.
         let total = n * plane_out;
         let mut gathered = vec![0.0f32; k * total];
-        let images: Vec<&[f32]> = input.chunks_exact(cin * plane_in).collect();
-        let mut blocks = vec![0.0f32; n * k * plane_out];
-        blocks
-            .par_chunks_mut(k * plane_out)
-            .zip(images)
-            .for_each(|(col, x)| {
-                im2col(
-                    x,
-                    col,
-                    [height, width],
-                    [kh, kw],
-                    [sh, sw],
-                    [dh, dw],
-                    [top, left],
-                    wo,
-                    0..ho,
-                );
-            });
         gathered
             .par_chunks_mut(total)
             .enumerate()
             .for_each(|(r, row)| {
-                for (image, dst) in row.chunks_exact_mut(plane_out).enumerate() {
-                    dst.copy_from_slice(&blocks[(image * k + r) * plane_out..][..plane_out]);
+                let (ci, ky, kx) = (r / (kh * kw), r / kw % kh, r % kw);
+                for (image, block) in row.chunks_exact_mut(plane_out).enumerate() {
+                    let plane = &input[(image * cin + ci) * plane_in..][..plane_in];
+                    im2col_tap(
+                        plane,
+                        block,
+                        [height, width],
+                        [ky, kx],
+                        [sh, sw],
+                        [dh, dw],
+                        [top, left],
+                        wo,
+                        0..ho,
+                    );
                 }
             });
         let out = gathered_gemm(
@@ -403,29 +403,56 @@ fn im2col(
     for (r, block) in col.chunks_mut(cols).enumerate() {
         let (ci, ky, kx) = (r / (kh * kw), r / kw % kh, r % kw);
         let plane = &input[ci * height * width..][..height * width];
-        // Output columns whose input column ox * sw + kx * dw - left lies inside the row.
-        let shift = kx * dw;
-        let lo = left.saturating_sub(shift).div_ceil(sw).min(wo);
-        let hi = (width + left)
-            .saturating_sub(shift)
-            .div_ceil(sw)
-            .clamp(lo, wo);
-        for (oy, dst) in rows.clone().zip(block.chunks_mut(wo)) {
-            let y = (oy * sh + ky * dh).checked_sub(top).filter(|&y| y < height);
-            let Some(y) = y else {
-                dst.fill(0.0);
-                continue;
-            };
-            let src = &plane[y * width..][..width];
-            dst[..lo].fill(0.0);
-            dst[hi..].fill(0.0);
-            let first = lo * sw + shift - left;
-            if sw == 1 {
-                dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
-            } else {
-                for (i, d) in dst[lo..hi].iter_mut().enumerate() {
-                    *d = src[first + i * sw];
-                }
+        im2col_tap(
+            plane,
+            block,
+            [height, width],
+            [ky, kx],
+            [sh, sw],
+            [dh, dw],
+            [top, left],
+            wo,
+            rows.clone(),
+        );
+    }
+}
+
+/// One row of an im2col block: for each output pixel of `rows`, the value of `plane` under
+/// kernel tap `(ky, kx)` (zero in the padding).
+#[allow(clippy::too_many_arguments)]
+fn im2col_tap(
+    plane: &[f32],
+    block: &mut [f32],
+    [height, width]: [usize; 2],
+    [ky, kx]: [usize; 2],
+    [sh, sw]: [usize; 2],
+    [dh, dw]: [usize; 2],
+    [top, left]: [usize; 2],
+    wo: usize,
+    rows: std::ops::Range<usize>,
+) {
+    // Output columns whose input column ox * sw + kx * dw - left lies inside the row.
+    let shift = kx * dw;
+    let lo = left.saturating_sub(shift).div_ceil(sw).min(wo);
+    let hi = (width + left)
+        .saturating_sub(shift)
+        .div_ceil(sw)
+        .clamp(lo, wo);
+    for (oy, dst) in rows.zip(block.chunks_mut(wo)) {
+        let y = (oy * sh + ky * dh).checked_sub(top).filter(|&y| y < height);
+        let Some(y) = y else {
+            dst.fill(0.0);
+            continue;
+        };
+        let src = &plane[y * width..][..width];
+        dst[..lo].fill(0.0);
+        dst[hi..].fill(0.0);
+        let first = lo * sw + shift - left;
+        if sw == 1 {
+            dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+        } else {
+            for (i, d) in dst[lo..hi].iter_mut().enumerate() {
+                *d = src[first + i * sw];
             }
         }
     }
