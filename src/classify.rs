@@ -10,6 +10,7 @@ use burn::tensor::{Tensor, TensorData};
 use crate::model::incremental::{Bases, Incremental, Macs};
 use crate::model::{Classifier, OutputKind};
 use crate::segment::Rect;
+use crate::target::Target;
 use crate::{Error, Result};
 
 /// Class probabilities of a batch, row-major `[rows, classes]`.
@@ -17,6 +18,9 @@ use crate::{Error, Result};
 pub struct Probabilities {
     values: Vec<f32>,
     classes: usize,
+    /// The first columns that rank ([`Probabilities::top`], [`Probabilities::argmax`]): the
+    /// model's classes, not a group's column after them.
+    ranked: usize,
 }
 
 /// One class and its probability.
@@ -54,7 +58,7 @@ impl Probabilities {
     }
     /// The `k` most probable classes of row `i`, most probable first; ties by class index.
     pub fn top(&self, i: usize, k: usize) -> Vec<Prediction> {
-        let mut order: Vec<usize> = (0..self.classes).collect();
+        let mut order: Vec<usize> = (0..self.ranked.min(self.classes)).collect();
         let row = self.row(i);
         order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
         order
@@ -78,9 +82,15 @@ impl Probabilities {
         }
         let mut values = first.to_vec();
         values.extend_from_slice(&rest.values);
+        let ranked = if rest.rows() > 0 {
+            rest.ranked
+        } else {
+            first.len()
+        };
         Ok(Probabilities {
             values,
             classes: first.len(),
+            ranked,
         })
     }
 
@@ -136,7 +146,7 @@ impl Classifier {
         columns: Option<&[usize]>,
         make: impl FnMut(Range<usize>) -> Tensor<4>,
     ) -> Result<Probabilities> {
-        let kept = columns.map_or(self.info().classes(), <[usize]>::len);
+        let kept = columns.map_or(self.outputs(), <[usize]>::len);
         let mut values = Vec::with_capacity(n * kept);
         self.classify_each(n, columns, make, |_, rows| {
             values.extend_from_slice(rows);
@@ -145,6 +155,7 @@ impl Classifier {
         Ok(Probabilities {
             values,
             classes: kept,
+            ranked: self.ranked(columns),
         })
     }
 
@@ -187,7 +198,7 @@ impl Classifier {
                 self.precision()
             )));
         }
-        let kept = columns.map_or(self.info().classes(), <[usize]>::len);
+        let kept = columns.map_or(self.outputs(), <[usize]>::len);
         let mut values = Vec::with_capacity(rects.len() * kept);
         let macs = Mutex::new(Macs::default());
         self.run_each(
@@ -210,9 +221,16 @@ impl Classifier {
             Probabilities {
                 values,
                 classes: kept,
+                ranked: self.ranked(columns),
             },
             macs.into_inner().unwrap_or_else(|e| e.into_inner()),
         ))
+    }
+
+    /// How many leading columns of a result of `columns` rank: every selected column, or the
+    /// model's classes (not a group's column).
+    fn ranked(&self, columns: Option<&[usize]>) -> usize {
+        columns.map_or(self.info().classes(), <[usize]>::len)
     }
 
     /// Runs `forward(make(range))` (the model's raw output for rows `range`) chunk by chunk, as
@@ -225,7 +243,7 @@ impl Classifier {
         forward: impl Fn(T) -> Tensor<2> + Sync,
         mut consume: impl FnMut(Range<usize>, &[f32]) -> Result<()>,
     ) -> Result<()> {
-        let classes = self.info().classes();
+        let classes = self.outputs();
         if let Some(bad) = columns.and_then(|c| c.iter().find(|c| **c >= classes)) {
             return Err(Error::UnknownClass {
                 model: self.info().id().to_string(),
@@ -307,9 +325,10 @@ impl Classifier {
             } else {
                 forward(input)
             };
-            let out = match output {
-                OutputKind::Logits => softmax(out, 1),
-                OutputKind::Probabilities => out,
+            let out = match (output, self.target()) {
+                (OutputKind::Logits, Target::Logit) => out,
+                (OutputKind::Logits, _) => softmax(out, 1),
+                (OutputKind::Probabilities, _) => out,
             };
             out.try_into_data().map_err(|e| format!("{e:?}"))
         });
@@ -324,7 +343,19 @@ impl Classifier {
                 rows.len()
             ));
         }
-        Ok(rows)
+        Ok(match self.target() {
+            // The group's summed probability after each row's classes, summed in f64.
+            Target::Group {
+                classes: members, ..
+            } => rows
+                .chunks_exact(classes)
+                .flat_map(|row| {
+                    let sum: f64 = members.iter().map(|&c| row[c] as f64).sum();
+                    row.iter().copied().chain(std::iter::once(sum as f32))
+                })
+                .collect(),
+            _ => rows,
+        })
     }
 }
 

@@ -42,6 +42,10 @@ pub struct Compared {
     pub view: View,
     /// The explanation.
     pub attribution: Attribution,
+    /// The explained class's (or group's) label.
+    pub class_label: &'static str,
+    /// What was explained, e.g. `p(Egyptian cat)`.
+    pub quantity: String,
     /// Its deletion and insertion curves, when asked for.
     pub faithfulness: Option<Faithfulness>,
 }
@@ -49,7 +53,7 @@ pub struct Compared {
 impl Compared {
     /// The explained class's label.
     pub fn label(&self) -> &'static str {
-        self.model.label(self.attribution.class).unwrap_or("?")
+        self.class_label
     }
 
     /// The document form of this side.
@@ -100,6 +104,8 @@ pub fn explain_side(
         .map(|o| cache.curves.measure(classifier, view, &attribution, o))
         .transpose()?;
     Ok(Compared {
+        class_label: classifier.label(attribution.class).unwrap_or("?"),
+        quantity: classifier.quantity(attribution.class),
         name: name.to_string(),
         model: classifier.info(),
         device: classifier.compute().to_string(),

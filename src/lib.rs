@@ -18,10 +18,12 @@ pub mod render;
 mod rng;
 pub mod segment;
 pub mod study;
+pub mod target;
 pub mod view;
 
 pub use classify::{Prediction, Probabilities};
 pub use device::{Compute, DeviceRequest};
 pub use error::{Error, Result};
 pub use model::{Classifier, ModelInfo};
+pub use target::Target;
 pub use view::View;

@@ -16,6 +16,7 @@ use crate::explain::{Cut, Explained, Explanation};
 use crate::metrics::{Faithfulness, SanityCheck};
 use crate::model::{Classifier, Preprocess};
 use crate::render;
+use crate::target::Target;
 use crate::view::{Photo, View, load_photo};
 use crate::{Error, Result};
 
@@ -119,7 +120,8 @@ pub fn write_explanation(
         files: Vec::new(),
     };
     let name = |suffix: &str| out.join(format!("{}.{suffix}", written.base));
-    let label = info.label(explained.class()).unwrap_or("?");
+    let label = classifier.label(explained.class()).unwrap_or("?");
+    let quantity = classifier.quantity(explained.class());
     let (photo, view) = (source.photo, source.view);
     let mut files = vec!["masked.png", "mask.png", "heatmap.png"];
     match &*explained {
@@ -127,7 +129,7 @@ pub fn write_explanation(
             render::save_png(&render::masked(photo, view, &e.kept), &name("masked.png"))?;
             render::write_atomic(&name("mask.png"), &e.kept.to_png()?)?;
             let title = format!(
-                "{stem} · {} · {}: p({label}) per occluded cell",
+                "{stem} · {} · {}: {quantity} per occluded cell",
                 info.id(),
                 e.method.name()
             );
@@ -196,11 +198,11 @@ pub fn write_explanation(
             render::write_atomic(&name("mask.png"), &e.kept.to_png()?)?;
         }
     }
-    let heat = Heat::of(explained, label);
+    let heat = Heat::of(explained, label, &quantity);
     render::save_png(&heat.draw(source, &heat.title)?, &name("heatmap.png"))?;
     explained.set_render_seconds(t.elapsed().as_secs_f64());
     if let Some(f) = faithfulness {
-        let curves = format!("p({label})");
+        let curves = quantity.clone();
         let title = format!(
             "{stem} · {} · {}: faithfulness",
             info.id(),
@@ -214,7 +216,7 @@ pub fn write_explanation(
         .iter()
         .map(|s| format!("{}.{s}", written.base))
         .collect();
-    let mut doc = explained.to_json(|i| info.label(i));
+    let mut doc = explained.to_json(|i| classifier.label(i));
     if let Some(obj) = add_context(&mut doc, source, classifier) {
         if let Some(f) = faithfulness {
             insert_faithfulness(obj, &f.to_json());
@@ -272,7 +274,7 @@ pub fn write_comparison(
         .iter()
         .filter_map(|s| {
             Some((
-                format!("{}: p({})", s.name, s.label()),
+                format!("{}: {}", s.name, s.quantity),
                 s.faithfulness.as_ref()?,
             ))
         })
@@ -324,10 +326,11 @@ pub fn write_sanity(
         check.model.name()
     );
     let name = |suffix: &str| out.join(format!("{base}.{suffix}"));
-    let label = info.label(check.model.class()).unwrap_or("?");
-    let model = Heat::of(&check.model, label);
+    let label = classifier.label(check.model.class()).unwrap_or("?");
+    let quantity = classifier.quantity(check.model.class());
+    let model = Heat::of(&check.model, label, &quantity);
     let left = model.draw(source, &format!("model: {}", model.title))?;
-    let twin = Heat::of(&check.twin, label);
+    let twin = Heat::of(&check.twin, label, &quantity);
     let s = &check.sanity;
     // The left title says what both show; this one has room for the figures.
     let title = format!(
@@ -349,8 +352,8 @@ pub fn write_sanity(
         "method": check.model.name(),
         "class": { "index": check.model.class(), "label": label },
         "sanity": s.to_json(),
-        "explanation": check.model.to_json(|i| info.label(i)),
-        "twin_explanation": check.twin.to_json(|i| info.label(i)),
+        "explanation": check.model.to_json(|i| classifier.label(i)),
+        "twin_explanation": check.twin.to_json(|i| classifier.label(i)),
         "twin_weights": "deterministic synthetic weights (He-uniform by fan-in), the build's generator seeded by model id and parameter path",
         "outputs": files,
     });
@@ -413,9 +416,9 @@ struct Heat {
 }
 
 impl Heat {
-    fn of(explained: &Explained, label: &str) -> Self {
+    fn of(explained: &Explained, label: &str, quantity: &str) -> Self {
         let (values, title, smooth) = match explained {
-            Explained::Occlusion(e) => (drop_map(e), format!("drop in p({label})"), false),
+            Explained::Occlusion(e) => (drop_map(e), format!("drop in {quantity}"), false),
             Explained::Lime(e) => (
                 e.weight_map(e.class),
                 format!("LIME weight for {label}"),
@@ -426,13 +429,13 @@ impl Heat {
             Explained::Rise(e) => {
                 let (_, _, mean) = e.summary();
                 let centred = e.saliency.iter().map(|v| v - mean as f32).collect();
-                let title = format!("RISE saliency of p({label}) minus its mean {mean:.3}");
+                let title = format!("RISE saliency of {quantity} minus its mean {mean:.3}");
                 (centred, title, true)
             }
             Explained::Sliding(e) => (
                 e.attribution.clone(),
                 format!(
-                    "mean drop in p({label}), {0}x{0} windows every {1} px",
+                    "mean drop in {quantity}, {0}x{0} windows every {1} px",
                     e.options.window, e.options.stride
                 ),
                 false,
@@ -507,5 +510,9 @@ fn add_context<'a>(
         "precision".into(),
         json!(classifier.precision().to_string()),
     );
+    // Only when not the report's p(class), so that documents of the default stay as they were.
+    if *classifier.target() != Target::Probability {
+        obj.insert("target".into(), classifier.target().to_json());
+    }
     Some(obj)
 }

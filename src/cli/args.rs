@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use glassbox::Target;
 use glassbox::explain::kernelshap::{KernelShapOptions, Samples};
 use glassbox::explain::lime::{Adaptive, LimeOptions, Segmenter};
 use glassbox::explain::rise::RiseOptions;
@@ -124,6 +125,11 @@ pub struct ParamArgs {
     /// Faithfulness: pixel steps of the deletion and insertion curves (0: do not measure).
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
+    /// What is explained: probability (p(class), the report's), logit (the pre-softmax output,
+    /// for models that output logits), or group:NAME / group:I,J,... (the summed probability
+    /// of a group of classes; built-in: cat, big-cat, dog, bird, snake, car).
+    #[arg(long, default_value = "probability")]
+    pub target: String,
     /// Occlusion rules: classify every occluded variant by full inference. By default they run
     /// by incremental inference on the CPU (each layer computed only where the occluded cell
     /// changed it; the same probabilities to float rounding).
@@ -363,6 +369,13 @@ impl From<DeviceOpt> for DeviceRequest {
 }
 
 impl ParamArgs {
+    /// `--target`, checked against `info`'s model.
+    pub fn target_for(&self, info: &ModelInfo) -> glassbox::Result<Target> {
+        let target: Target = self.target.parse()?;
+        target.check(info)?;
+        Ok(target)
+    }
+
     /// Validates the parameters for `method` on `info` and builds the explainer.
     pub fn explainer(
         &self,
@@ -372,6 +385,18 @@ impl ParamArgs {
         class: Option<usize>,
     ) -> glassbox::Result<Explainer> {
         let bad = glassbox::Error::InvalidArgument;
+        // A group is explained as one more class after the model's own.
+        let class = match self.target_for(info)? {
+            Target::Group { name, .. } => {
+                if class.is_some() {
+                    return Err(bad(format!(
+                        "--class and --target group:{name} name two things to explain; give one"
+                    )));
+                }
+                Some(info.classes())
+            }
+            _ => class,
+        };
         if let Some(f) = self.keep_fraction
             && !(0.0..=1.0).contains(&f)
         {

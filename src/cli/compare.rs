@@ -23,7 +23,7 @@ pub fn compare_images(args: &CompareArgs) -> glassbox::Result<ExitCode> {
     let faithfulness = args.params.faithfulness();
     output::prepare_dir(&args.out)?;
     let compute = select_device(args.device.device.into())?;
-    let classifiers = load_models([a.1, b.1], &compute, &args.device, true)?;
+    let classifiers = load_models([a.1, b.1], &compute, &args.device, &args.params, true)?;
     eprintln!(
         "glassbox: {} vs {} on {compute}{}",
         a.0,

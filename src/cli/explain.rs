@@ -26,7 +26,8 @@ pub fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
     let faithfulness = args.params.faithfulness();
     output::prepare_dir(&args.out)?;
     let compute = select_device(args.device.device.into())?;
-    let classifier = args.device.load(info, &compute, true)?;
+    let mut classifier = args.device.load(info, &compute, true)?;
+    classifier.set_target(args.params.target_for(&info)?)?;
     eprintln!(
         "glassbox: {} on {}{}, {} ({})",
         info.id(),
@@ -35,6 +36,13 @@ pub fn explain(args: &ExplainArgs) -> glassbox::Result<ExitCode> {
         explainer.name(),
         args.params.fill
     );
+    match classifier.group_index() {
+        Some(group) => eprintln!("glassbox: explaining {}", classifier.quantity(group)),
+        None if *classifier.target() == glassbox::Target::Logit => {
+            eprintln!("glassbox: explaining the class's logit, not its probability")
+        }
+        None => {}
+    }
 
     // --positive-only is lime's default picture; clap refuses it together with --signed.
     let picture = if args.signed && !args.positive_only {
@@ -104,7 +112,7 @@ fn explain_one(
             f.deletion_auc, f.insertion_auc
         )
     });
-    let label = classifier.info().label(explained.class()).unwrap_or("?");
+    let label = classifier.label(explained.class()).unwrap_or("?");
     Ok(match &explained {
         Explained::Occlusion(e) => format!(
             "{}: {label} ({}) p={:.4}; kept {:.0}% with {} variants{faith} → {}",

@@ -19,7 +19,7 @@ use glassbox::model::Precision;
 use glassbox::view::Photo;
 use glassbox::{Classifier, Compute, DeviceRequest, ModelInfo};
 
-use args::DeviceArg;
+use args::{DeviceArg, ParamArgs};
 
 pub fn pick_model(model: Option<&str>) -> glassbox::Result<ModelInfo> {
     let info = model.map_or_else(|| Ok(ModelInfo::default_model()), ModelInfo::find)?;
@@ -47,13 +47,16 @@ pub fn load_models(
     models: impl IntoIterator<Item = ModelInfo>,
     compute: &Compute,
     device: &DeviceArg,
+    params: &ParamArgs,
     counter: bool,
 ) -> glassbox::Result<HashMap<&'static str, Classifier>> {
     let mut loaded = HashMap::new();
     for info in models {
         if !loaded.contains_key(info.id()) {
             let info = pick_model(Some(info.id()))?;
-            loaded.insert(info.id(), device.load(info, compute, counter)?);
+            let mut classifier = device.load(info, compute, counter)?;
+            classifier.set_target(params.target_for(&info)?)?;
+            loaded.insert(info.id(), classifier);
         }
     }
     Ok(loaded)

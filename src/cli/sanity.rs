@@ -25,10 +25,13 @@ pub fn sanity(args: &SanityArgs) -> glassbox::Result<ExitCode> {
     let explainer = args.params.explainer(args.method, &info, args.seed, None)?;
     output::prepare_dir(&args.out)?;
     let compute = select_device(args.device.device.into())?;
-    let model = args.device.load(info, &compute, true)?;
-    let twin = args
+    let target = args.params.target_for(&info)?;
+    let mut model = args.device.load(info, &compute, true)?;
+    model.set_target(target.clone())?;
+    let mut twin = args
         .device
         .load_weights(info, &compute, true, Weights::Randomised)?;
+    twin.set_target(target)?;
     eprintln!(
         "glassbox: {} and its randomised twin on {compute}{}, {}",
         info.id(),
@@ -60,7 +63,7 @@ fn check_one(
         view: &view,
     };
     let written = output::write_sanity(model, &source, &check, out)?;
-    let label = model.info().label(check.model.class()).unwrap_or("?");
+    let label = model.label(check.model.class()).unwrap_or("?");
     Ok(format!(
         "{}: {label} ({}): model vs randomised twin: Spearman {:.3}, Jaccard {:.3} → {}",
         path.display(),

@@ -94,6 +94,7 @@ pub fn study(args: &StudyArgs) -> glassbox::Result<ExitCode> {
         blur: args.blur,
         faithfulness,
         precision: args.device.precision.into(),
+        target: args.params.target.parse()?,
     };
     output::prepare_dir(&args.out)?;
     let mut study = Study::open(config, shard, &args.out)?;
@@ -107,7 +108,7 @@ pub fn study(args: &StudyArgs) -> glassbox::Result<ExitCode> {
     }
     let compute = select_device(args.device.device.into())?;
     // The study draws its own progress bar.
-    let classifiers = load_models(study.models(), &compute, &args.device, false)?;
+    let classifiers = load_models(study.models(), &compute, &args.device, &args.params, false)?;
     eprintln!(
         "glassbox: study of {total} images{} on {compute}{}",
         if shard.count > 1 {

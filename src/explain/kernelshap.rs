@@ -511,7 +511,7 @@ pub fn kernel_shap_given(
             "kernelshap's --fill is black or mean".into(),
         ));
     }
-    let classes = classifier.info().classes();
+    let classes = classifier.outputs();
     classifier.check_class(options.class)?;
     let mut timings = KernelShapTimings::default();
     let t = Instant::now();

@@ -324,7 +324,7 @@ pub fn rise_given(
 ) -> Result<RiseExplanation> {
     let (w, h) = view.rgb.dimensions();
     options.validate(w, h)?;
-    let classes = classifier.info().classes();
+    let classes = classifier.outputs();
     classifier.check_class(options.class)?;
     let mut timings = RiseTimings::default();
     let t = Instant::now();

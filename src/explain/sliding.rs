@@ -246,7 +246,7 @@ pub fn sliding_given(
     let (w, h) = view.rgb.dimensions();
     options.validate(w, h)?;
     classifier.check_class(options.class)?;
-    let classes = classifier.info().classes();
+    let classes = classifier.outputs();
     let mut timings = SlidingTimings::default();
     let t = Instant::now();
     // One segment, the whole view: a mean fill is the view's mean colour.

@@ -9,6 +9,7 @@ use burn::store::{BurnpackStore, ChainAdapter, FloatCastAdapter};
 use burn::tensor::{FloatDType, Tensor};
 
 use crate::device::Compute;
+use crate::target::Target;
 use crate::{Error, Result};
 
 /// How the photo becomes the model's input view.
@@ -377,6 +378,8 @@ pub struct Classifier {
     compute: Compute,
     precision: Precision,
     weights: Weights,
+    /// What explanations explain: the outputs it hands back follow it.
+    target: Target,
     /// Samples per forward pass; lowered for good when the device refuses a chunk.
     chunk: AtomicUsize,
     /// Chunks the device refused so far.
@@ -464,6 +467,7 @@ impl Classifier {
             compute: compute.clone(),
             precision,
             weights,
+            target: Target::Probability,
             chunk: AtomicUsize::new(chunk.max(1)),
             refused: AtomicUsize::new(0),
             progress: None,
@@ -475,10 +479,53 @@ impl Classifier {
         self.info
     }
 
-    /// An error naming the model when `class` is not one of its classes.
+    /// What explanations explain ([`Target`]). With [`Target::Logit`] the outputs are the
+    /// model's logits instead of probabilities; with a group they gain one column after the
+    /// classes, the group's summed probability, which explainers explain as class
+    /// [`Classifier::group_index`].
+    ///
+    /// # Errors
+    /// Logits of a model that outputs probabilities, or a group with a class the model lacks.
+    pub fn set_target(&mut self, target: Target) -> Result<()> {
+        target.check(&self.info)?;
+        self.target = target;
+        Ok(())
+    }
+
+    /// What explanations explain.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The index explainers explain a group target as (the class count), if the target is a
+    /// group.
+    pub fn group_index(&self) -> Option<usize> {
+        matches!(self.target, Target::Group { .. }).then_some(self.info.classes())
+    }
+
+    /// Columns of every output row: the classes, and a group's column.
+    pub fn outputs(&self) -> usize {
+        self.info.classes() + usize::from(self.group_index().is_some())
+    }
+
+    /// The label of output column `index`: a class's, or the group's name.
+    pub fn label(&self, index: usize) -> Option<&'static str> {
+        match &self.target {
+            Target::Group { name, .. } if index == self.info.classes() => Some(name),
+            _ => self.info.label(index),
+        }
+    }
+
+    /// What is explained for output column `index`, e.g. `p(Egyptian cat)`, `logit(tabby)`,
+    /// `p(group cat)`.
+    pub fn quantity(&self, index: usize) -> String {
+        self.target.quantity(self.label(index).unwrap_or("?"))
+    }
+
+    /// An error naming the model when `class` is not one of its output columns.
     pub fn check_class(&self, class: Option<usize>) -> Result<()> {
         match class {
-            Some(c) if c >= self.info.classes() => Err(Error::UnknownClass {
+            Some(c) if c >= self.outputs() => Err(Error::UnknownClass {
                 model: self.info.id().into(),
                 class: c.to_string(),
             }),

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::explain::Explainer;
 use crate::metrics::FaithfulnessOptions;
 use crate::model::{ModelInfo, Precision};
+use crate::target::Target;
 
 /// An explainer on a model, named as the command line names it (`googlenet:arbitrary`).
 #[derive(Debug, Clone)]
@@ -51,6 +52,8 @@ pub struct StudyConfig {
     pub faithfulness: FaithfulnessOptions,
     /// What the models compute in; a log resumes only at the same precision.
     pub precision: Precision,
+    /// What every explanation explains; a log resumes only with the same target.
+    pub target: Target,
 }
 
 impl StudyConfig {
@@ -132,6 +135,11 @@ impl StudyConfig {
             && let Some(obj) = config.as_object_mut()
         {
             obj.insert("precision".into(), json!(self.precision.to_string()));
+        }
+        if self.target != Target::Probability
+            && let Some(obj) = config.as_object_mut()
+        {
+            obj.insert("target".into(), self.target.to_json());
         }
         config
     }

@@ -166,6 +166,17 @@ impl Study {
                 self.config.precision
             )));
         }
+        if let Some(c) = classifiers
+            .values()
+            .find(|c| *c.target() != self.config.target)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "model '{}' explains {}, the study {}",
+                c.info().id(),
+                c.target().name(),
+                self.config.target.name()
+            )));
+        }
         let io = |source| Error::Io {
             path: self.log_path.clone(),
             source,

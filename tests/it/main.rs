@@ -17,3 +17,4 @@ mod parity;
 mod rise;
 mod sanity;
 mod study;
+mod target;

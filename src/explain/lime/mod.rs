@@ -240,12 +240,12 @@ pub fn lime_given(
     // The explained classes are the original's top ones: classify it alone first, then keep
     // only those columns for every sample, so memory grows with samples × 5, not × classes.
     let first: Vec<f32> = match base {
-        Some(base) if base.len() == classifier.info().classes() => base.to_vec(),
+        Some(base) if base.len() == classifier.outputs() => base.to_vec(),
         Some(base) => {
             return Err(Error::InvalidArgument(format!(
                 "a base prediction of {} classes for a model of {}",
                 base.len(),
-                classifier.info().classes()
+                classifier.outputs()
             )));
         }
         None => {
