@@ -113,9 +113,14 @@ fn explain_one(
         )
     });
     let label = classifier.label(explained.class()).unwrap_or("?");
+    // The explained value: a probability, or a logit with --target logit.
+    let p = match classifier.target() {
+        glassbox::Target::Logit => "logit",
+        _ => "p",
+    };
     Ok(match &explained {
         Explained::Occlusion(e) => format!(
-            "{}: {label} ({}) p={:.4}; kept {:.0}% with {} variants{faith} → {}",
+            "{}: {label} ({}) {p}={:.4}; kept {:.0}% with {} variants{faith} → {}",
             path.display(),
             e.class,
             e.probability,
@@ -132,7 +137,7 @@ fn explain_one(
                 )
             });
             format!(
-                "{}: {label} ({}) p={:.4}; kept {:.0}% by mean drop over {} windows of {}x{} every {} px in {:.2} s{work}{faith} → {}",
+                "{}: {label} ({}) {p}={:.4}; kept {:.0}% by mean drop over {} windows of {}x{} every {} px in {:.2} s{work}{faith} → {}",
                 path.display(),
                 e.class,
                 e.probability,
@@ -148,7 +153,7 @@ fn explain_one(
         Explained::Rise(e) => {
             let (o, t) = (&e.options, e.timings);
             format!(
-                "{}: {label} ({}) p={:.4}; kept {:.0}% by RISE saliency over {} masks of {}x{} cells (keep-prob {}, seed {}): masks {:.2} s, classify {:.2} s, accumulate {:.3} s{faith} → {}",
+                "{}: {label} ({}) {p}={:.4}; kept {:.0}% by RISE saliency over {} masks of {}x{} cells (keep-prob {}, seed {}): masks {:.2} s, classify {:.2} s, accumulate {:.3} s{faith} → {}",
                 path.display(),
                 e.class,
                 e.probability,
@@ -220,7 +225,7 @@ fn explain_one(
             let difference = e.probability as f64 - e.base_value as f64;
             let share = 100.0 * t.outside_forward() / t.total().max(f64::MIN_POSITIVE);
             format!(
-                "{}: {label} ({}) p={:.4}; {} segment{}, {} samples{}{}: Σφ {:.6} vs f(x) − f(fill) {:.6} (|Δ| {:.1e}); segmentation {:.2} s, sampling {:.3} s, perturb+classify {:.2} s, solve {:.3} s ({share:.1} % outside the forward passes){faith} → {}",
+                "{}: {label} ({}) {p}={:.4}; {} segment{}, {} samples{}{}: Σφ {:.6} vs f(x) − f(fill) {:.6} (|Δ| {:.1e}); segmentation {:.2} s, sampling {:.3} s, perturb+classify {:.2} s, solve {:.3} s ({share:.1} % outside the forward passes){faith} → {}",
                 path.display(),
                 e.class,
                 e.probability,
