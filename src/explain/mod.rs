@@ -4,8 +4,7 @@
 //!
 //! Every explainer works on the model's input view, so masks from different methods and
 //! models are directly comparable, and every variant goes through the
-//! [`Perturber`](crate::perturb::Perturber)
-//! (crate::perturb::Perturber). Explanations of one view share what they can through a
+//! [`Perturber`](crate::perturb::Perturber). Explanations of one view share what they can through a
 //! [`ViewCache`]: the view's own prediction, each grid's single-cell scores and each pixel
 //! order's faithfulness curves are classified once.
 
