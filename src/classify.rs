@@ -193,7 +193,7 @@ impl Classifier {
     ) -> Result<(Probabilities, Macs)> {
         if !self.incremental() {
             return Err(Error::InvalidArgument(format!(
-                "incremental inference runs on the CPU in f32; this classifier computes on {} in {}",
+                "incremental inference runs in f32, on the CPU or where allowed on a GPU; this classifier computes on {} in {}",
                 self.compute(),
                 self.precision()
             )));

@@ -331,6 +331,11 @@ impl DeviceArg {
         if let Some(batch) = self.batch {
             classifier.set_chunk_size(batch);
         }
+        // Not yet timed on a hardware GPU: the tool's user opts in (README, "Incremental
+        // occlusion inference").
+        if std::env::var_os("GLASSBOX_INCREMENTAL_GPU").is_some() {
+            classifier.set_incremental_on_gpu(true);
+        }
         super::progress::watch_batches(&mut classifier, counter);
         Ok(classifier)
     }

@@ -135,7 +135,7 @@ impl Inference {
                 let why = if !self.asked {
                     "incremental inference was turned off"
                 } else if !classifier_can {
-                    "incremental inference runs on the CPU in f32"
+                    "incremental inference runs in f32 on the CPU (on a GPU with GLASSBOX_INCREMENTAL_GPU=1)"
                 } else {
                     "no batch hid single rectangles"
                 };

@@ -154,7 +154,8 @@ pub struct Crops<const D: usize> {
 /// batch of an image for the next ones.
 #[derive(Debug, Default)]
 pub struct Bases {
-    values: Mutex<Vec<Option<FlexTensor>>>,
+    /// Each as `[1, C, H, W]` (middle dimensions merged) with its own dimensions.
+    values: Mutex<Vec<Option<(Tensor<4>, Vec<usize>)>>>,
 }
 
 impl Bases {
@@ -169,7 +170,7 @@ impl Bases {
         values
             .iter()
             .flatten()
-            .map(|t| t.layout().shape().iter().product::<usize>() as u64 * 4)
+            .map(|(_, dims)| dims.iter().product::<usize>() as u64 * 4)
             .sum()
     }
 
@@ -178,7 +179,10 @@ impl Bases {
         values
             .get(id)
             .and_then(Option::as_ref)
-            .map(|t| Tensor::from_primitive::<Flex>(t.clone()))
+            .and_then(|(t, dims)| {
+                let dims: [usize; D] = dims.as_slice().try_into().ok()?;
+                Some(t.clone().reshape(dims))
+            })
     }
 
     fn put<const D: usize>(&self, id: usize, value: &Tensor<D>) {
@@ -186,7 +190,9 @@ impl Bases {
         if values.len() <= id {
             values.resize(id + 1, None);
         }
-        values[id] = value.clone().try_into_primitive::<Flex>().ok();
+        let dims = value.dims();
+        let merged = [1, dims[1..D - 2].iter().product(), dims[D - 2], dims[D - 1]];
+        values[id] = Some((value.clone().reshape(merged), dims.to_vec()));
     }
 
     /// Statement `id`'s base activation, computed by `make` the first time.
@@ -585,6 +591,9 @@ fn assemble<const D: usize>(
     shape[0] = n;
     shape[D - 2] = wh;
     shape[D - 1] = ww;
+    if !on_cpu(base) {
+        return gathered(base, crops, placement, at, size, pad, shape);
+    }
     let len = n * channels * wh * ww;
     let mut out = Vec::with_capacity(len);
     with_values(base, |base| {
@@ -639,6 +648,9 @@ fn assemble<const D: usize>(
 /// Crops of the model input placed by `p`: `base` (`[1, C, H, W]`) with each variant's changed
 /// rectangle taken from `fill`.
 fn paste_fill(base: &Tensor<4>, fill: &Tensor<4>, p: &Placement) -> Tensor<4> {
+    if !on_cpu(base) {
+        return paste_fill_gathered(base, fill, p);
+    }
     let [_, c, h, w] = base.dims();
     let [ch, cw] = p.size;
     let n = p.variants();
@@ -669,4 +681,109 @@ fn paste_fill(base: &Tensor<4>, fill: &Tensor<4>, p: &Placement) -> Tensor<4> {
         })
     });
     tensor(out, [n, c, ch, cw])
+}
+
+/// Whether `x` lives on the CPU backend in f32, where [`assemble`] pastes with memory copies.
+fn on_cpu<const D: usize>(x: &Tensor<D>) -> bool {
+    x.device() == burn::tensor::Device::flex() && x.dtype() == DType::F32
+}
+
+/// [`assemble`] on any device: every window value is one `select` from the base, the crops and
+/// a padding column laid side by side per channel, its index computed on the host.
+fn gathered<const D: usize>(
+    base: &Tensor<D>,
+    crops: &Tensor<D>,
+    placement: Option<&Placement>,
+    at: &[[i64; 2]],
+    size: [usize; 2],
+    pad: f32,
+    shape: [usize; D],
+) -> Tensor<D> {
+    let dims = base.dims();
+    let [h, w] = [dims[D - 2], dims[D - 1]];
+    let channels: usize = dims[1..D - 2].iter().product();
+    let n = at.len();
+    let [wh, ww] = size;
+    let base_flat: Tensor<2> = base.clone().reshape([channels, h * w]);
+    let mut parts = vec![base_flat.clone()];
+    let crop_start = h * w;
+    let mut pad_at = crop_start;
+    if let Some(p) = placement {
+        let [ch, cw] = p.size;
+        let flat: Tensor<3> = crops.clone().reshape([n, channels, ch * cw]);
+        parts.push(flat.swap_dims(0, 1).reshape([channels, n * ch * cw]));
+        pad_at += n * ch * cw;
+    }
+    parts.push(
+        base_flat
+            .slice([0..channels, 0..1])
+            .zeros_like()
+            .add_scalar(pad),
+    );
+    let source = Tensor::cat(parts, 1);
+    let mut index = Vec::with_capacity(n * wh * ww);
+    for (v, &[y0, x0]) in at.iter().enumerate() {
+        for r in 0..wh as i64 {
+            for c in 0..ww as i64 {
+                let (y, x) = (y0 + r, x0 + c);
+                let i = if y < 0 || x < 0 || y >= h as i64 || x >= w as i64 {
+                    pad_at
+                } else {
+                    let (y, x) = (y as usize, x as usize);
+                    match placement {
+                        Some(p)
+                            if (p.at[v][0]..p.at[v][0] + p.size[0]).contains(&y)
+                                && (p.at[v][1]..p.at[v][1] + p.size[1]).contains(&x) =>
+                        {
+                            let [ch, cw] = p.size;
+                            crop_start + v * ch * cw + (y - p.at[v][0]) * cw + (x - p.at[v][1])
+                        }
+                        _ => y * w + x,
+                    }
+                };
+                index.push(i as i64);
+            }
+        }
+    }
+    let index = Tensor::<1, burn::tensor::Int>::from_data(
+        TensorData::new(index, [n * wh * ww]),
+        &base.device(),
+    );
+    let picked: Tensor<4> = source.select(1, index).reshape([channels, n, wh, ww]);
+    picked.swap_dims(0, 1).reshape(shape)
+}
+
+/// [`paste_fill`] on any device: the base with each variant's rectangle taken from the fill,
+/// selected per pixel.
+fn paste_fill_gathered(base: &Tensor<4>, fill: &Tensor<4>, p: &Placement) -> Tensor<4> {
+    let [_, c, h, w] = base.dims();
+    let [ch, cw] = p.size;
+    let n = p.variants();
+    let source = Tensor::cat(
+        vec![
+            base.clone().reshape([c, h * w]),
+            fill.clone().reshape([c, h * w]),
+        ],
+        1,
+    );
+    let mut index = Vec::with_capacity(n * ch * cw);
+    for v in 0..n {
+        let [cy, cx] = p.at[v];
+        let [rows, cols] = p.changed[v];
+        for y in cy..cy + ch {
+            for x in cx..cx + cw {
+                let inside = (y as i64) >= rows.lo
+                    && (y as i64) < rows.hi
+                    && (x as i64) >= cols.lo
+                    && (x as i64) < cols.hi;
+                index.push((y * w + x + if inside { h * w } else { 0 }) as i64);
+            }
+        }
+    }
+    let index = Tensor::<1, burn::tensor::Int>::from_data(
+        TensorData::new(index, [n * ch * cw]),
+        &base.device(),
+    );
+    let picked: Tensor<4> = source.select(1, index).reshape([c, n, ch, cw]);
+    picked.swap_dims(0, 1)
 }

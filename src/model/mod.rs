@@ -380,6 +380,8 @@ pub struct Classifier {
     weights: Weights,
     /// What explanations explain: the outputs it hands back follow it.
     target: Target,
+    /// Whether incremental inference may run on a GPU ([`Classifier::set_incremental_on_gpu`]).
+    incremental_gpu: bool,
     /// Samples per forward pass; lowered for good when the device refuses a chunk.
     chunk: AtomicUsize,
     /// Chunks the device refused so far.
@@ -468,6 +470,7 @@ impl Classifier {
             precision,
             weights,
             target: Target::Probability,
+            incremental_gpu: false,
             chunk: AtomicUsize::new(chunk.max(1)),
             refused: AtomicUsize::new(0),
             progress: None,
@@ -586,10 +589,20 @@ impl Classifier {
         self.chunk.store(halved.max(1), Ordering::Relaxed);
     }
 
-    /// Whether [`Classifier::classify_rects`] can run: incremental inference pastes crops on
-    /// the host, so it runs on the CPU in f32.
+    /// Whether [`Classifier::classify_rects`] runs: in f32, on the CPU, and on a GPU where
+    /// [`Classifier::set_incremental_on_gpu`] allowed it.
     pub fn incremental(&self) -> bool {
-        !self.compute.is_gpu() && self.precision == Precision::F32
+        self.precision == Precision::F32 && (!self.compute.is_gpu() || self.incremental_gpu)
+    }
+
+    /// Lets occlusion methods run incremental inference on a GPU as well (off by default). On
+    /// the CPU the crops are pasted with memory copies; on a GPU each layer's windows are one
+    /// `select` through burn, which gives the same probabilities (`tests/it/gpu.rs`, on
+    /// lavapipe) but has not been timed against full inference on a hardware GPU yet, where a
+    /// batch of full variants is already cheap. The tool turns it on with
+    /// `GLASSBOX_INCREMENTAL_GPU=1`.
+    pub fn set_incremental_on_gpu(&mut self, on: bool) {
+        self.incremental_gpu = on;
     }
 
     /// The raw forward pass of one chunk: `[n, 3, H, W]` → `[n, classes]` as the model outputs,

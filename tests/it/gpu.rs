@@ -412,3 +412,59 @@ fn the_cli_explains_a_slow_first_gpu_chunk_once() {
     assert_eq!(run("cpu", Some("0")), 0, "never on the CPU");
     assert_eq!(run("gpu", None), 0, "quick chunks: no notice");
 }
+
+/// Incremental inference through burn's tensor ops (each layer's windows one `select`) on the
+/// adapter gives full inference's probabilities on the CPU: a corner, an edge and a centre
+/// rectangle, and a row that hides nothing, in one batch.
+#[test]
+fn incremental_inference_on_wgpu_matches_full_inference_on_the_cpu() {
+    use glassbox::perturb::{Fill, Perturber};
+    use glassbox::segment::{Rect, Segmentation};
+    let Some(compute) = gpu() else { return };
+    let info = ModelInfo::find("efficientnet-lite0").expect("lite0");
+    let photo = glassbox::view::load_photo(&crate::common::data("chelsea.png")).expect("photo");
+    let view = glassbox::View::new(&photo.rgb, info.preprocess());
+    let (w, h) = view.rgb.dimensions();
+    let whole = Segmentation::grid(w, h, 1).expect("segmentation");
+    let rects = [
+        None,
+        Some(Rect {
+            x: 0,
+            y: 0,
+            w: 23,
+            h: 23,
+        }),
+        Some(Rect {
+            x: 201,
+            y: 90,
+            w: 23,
+            h: 17,
+        }),
+        Some(Rect {
+            x: 100,
+            y: 101,
+            w: 23,
+            h: 23,
+        }),
+    ];
+    let mut on_gpu = Classifier::load(info, &compute).expect("load");
+    on_gpu.set_incremental_on_gpu(true);
+    assert!(on_gpu.incremental());
+    let perturber = Perturber::new(&on_gpu, &view.rgb, &whole, Fill::Black)
+        .expect("perturber")
+        .with_incremental(true);
+    let incremental = perturber.run_rects(&rects, None).expect("gpu");
+    assert!(perturber.macs().is_some(), "ran in full");
+    let cpu = Classifier::load(info, &Compute::cpu()).expect("load");
+    let full = Perturber::new(&cpu, &view.rgb, &whole, Fill::Black)
+        .expect("perturber")
+        .run_rects(&rects, None)
+        .expect("cpu");
+    let worst = incremental
+        .as_slice()
+        .iter()
+        .zip(full.as_slice())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "wgpu incremental vs CPU full: {worst}");
+}
