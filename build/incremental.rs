@@ -12,6 +12,8 @@
 
 use std::collections::HashSet;
 
+use crate::routing::uses;
+
 /// `source` with a `forward_incremental` method after the model's `forward`.
 pub(crate) fn add_incremental_forward(source: &str) -> Result<String, String> {
     let lines: Vec<&str> = source.lines().collect();
@@ -276,16 +278,4 @@ fn clone_uses(text: &str, ident: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// How many times `ident` occurs in `text` as a whole identifier.
-fn uses(text: &str, ident: &str) -> usize {
-    let word = |c: char| c.is_alphanumeric() || c == '_';
-    text.match_indices(ident)
-        .filter(|(at, _)| {
-            let before = text[..*at].chars().next_back();
-            let after = text[at + ident.len()..].chars().next();
-            !before.is_some_and(word) && !after.is_some_and(word)
-        })
-        .count()
 }

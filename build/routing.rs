@@ -132,7 +132,7 @@ fn activation_of(line: &str, input: &str) -> Option<(String, String)> {
 }
 
 /// How many times `ident` occurs in `text` as a whole identifier.
-fn uses(text: &str, ident: &str) -> usize {
+pub(crate) fn uses(text: &str, ident: &str) -> usize {
     let word = |c: char| c.is_alphanumeric() || c == '_';
     text.match_indices(ident)
         .filter(|(at, _)| {

@@ -154,9 +154,11 @@ pub struct Crops<const D: usize> {
 /// batch of an image for the next ones.
 #[derive(Debug, Default)]
 pub struct Bases {
-    /// Each as `[1, C, H, W]` (middle dimensions merged) with its own dimensions.
-    values: Mutex<Vec<Option<(Tensor<4>, Vec<usize>)>>>,
+    values: Mutex<Vec<Option<Kept>>>,
 }
+
+/// A kept activation as `[1, C, H, W]` (its middle dimensions merged), with its own dimensions.
+type Kept = (Tensor<4>, Vec<usize>);
 
 impl Bases {
     /// An empty store, for one image.
@@ -745,11 +747,7 @@ fn gathered<const D: usize>(
             }
         }
     }
-    let index = Tensor::<1, burn::tensor::Int>::from_data(
-        TensorData::new(index, [n * wh * ww]),
-        &base.device(),
-    );
-    let picked: Tensor<4> = source.select(1, index).reshape([channels, n, wh, ww]);
+    let picked = select_columns(source, index, [channels, n, wh, ww]);
     picked.swap_dims(0, 1).reshape(shape)
 }
 
@@ -780,10 +778,14 @@ fn paste_fill_gathered(base: &Tensor<4>, fill: &Tensor<4>, p: &Placement) -> Ten
             }
         }
     }
-    let index = Tensor::<1, burn::tensor::Int>::from_data(
-        TensorData::new(index, [n * ch * cw]),
-        &base.device(),
-    );
-    let picked: Tensor<4> = source.select(1, index).reshape([c, n, ch, cw]);
+    let picked = select_columns(source, index, [c, n, ch, cw]);
     picked.swap_dims(0, 1)
+}
+
+/// Columns `index` of `source` (`[C, columns]`), on its device, as `shape` (`[C, n, h, w]`).
+fn select_columns(source: Tensor<2>, index: Vec<i64>, shape: [usize; 4]) -> Tensor<4> {
+    let len = index.len();
+    let index =
+        Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(index, [len]), &source.device());
+    source.select(1, index).reshape(shape)
 }
