@@ -20,8 +20,9 @@
 //! summation order inside the kernels (float rounding): the windows hold exactly the values
 //! full inference reads there.
 //!
-//! `build/incremental.rs` writes each model's `forward_incremental` from its `forward`; it runs
-//! on the CPU (flex) only, where the pasting is a memory copy.
+//! `build/incremental.rs` writes each model's `forward_incremental` from its `forward`. On the
+//! CPU (flex) the pasting is a memory copy; on any other device each window is one `select`
+//! through burn ([`Classifier::set_incremental_on_gpu`](crate::Classifier::set_incremental_on_gpu)).
 
 use std::mem::MaybeUninit;
 use std::sync::Mutex;
