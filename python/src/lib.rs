@@ -185,15 +185,15 @@ impl Classifier {
     /// (faithfulness steps, 0 for none).
     #[pyo3(signature = (image, method = "elbow", **options))]
     fn explain(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         image: &Bound<'_, PyAny>,
         method: &str,
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Explanation> {
+        let py = slf.py();
         let (photo, path) = photo_of(image)?;
         let (explainer, steps) = explainer_for(method, options)?;
-        let classifier = &self.inner;
+        let classifier = &slf.get().inner;
         let view = View::new(&photo.rgb, classifier.info().preprocess());
         let result = py.allow_threads(|| -> glassbox::Result<(Explained, Option<Faithfulness>)> {
             let explained = explain::run(classifier, &view, &explainer, &mut ViewCache::default())?;
@@ -221,6 +221,7 @@ impl Classifier {
             photo,
             view,
             path,
+            classifier: slf.clone().unbind(),
             info: classifier.info(),
             label: classifier.label(explained_class).unwrap_or("?").to_string(),
         })
@@ -358,6 +359,8 @@ struct Explanation {
     photo: Photo,
     view: View,
     path: PathBuf,
+    /// The classifier that explained it (for `save`).
+    classifier: Py<Classifier>,
     info: ModelInfo,
     label: String,
 }
@@ -465,13 +468,9 @@ impl Explanation {
 
     /// Writes the command line's files (pictures, mask, JSON, faithfulness chart) into `dir`,
     /// created if missing; returns their paths.
-    fn save(
-        &mut self,
-        py: Python<'_>,
-        classifier: &Classifier,
-        dir: PathBuf,
-    ) -> PyResult<Vec<String>> {
-        let inner = &classifier.inner;
+    fn save(&mut self, py: Python<'_>, dir: PathBuf) -> PyResult<Vec<String>> {
+        let classifier = self.classifier.clone_ref(py);
+        let inner = &classifier.get().inner;
         let written = py.allow_threads(|| {
             output::prepare_dir(&dir)?;
             let source = Source {

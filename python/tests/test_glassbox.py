@@ -93,7 +93,7 @@ def test_arrays_in_arrays_out(classifier):
     jaccard, overlay = glassbox.compare(a, b)
     assert 0.0 <= jaccard <= 1.0 and overlay.shape == (300, 451, 3) and overlay.dtype == np.uint8
     with tempfile.TemporaryDirectory() as out:
-        files = b.save(classifier, out)
+        files = b.save(out)
         assert any(f.endswith(".arbitrary.json") for f in files)
         assert any(f.endswith(".masked.png") for f in files)
 
