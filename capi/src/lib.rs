@@ -12,11 +12,7 @@ use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use glassbox::explain::kernelshap::KernelShapOptions;
-use glassbox::explain::lime::LimeOptions;
-use glassbox::explain::rise::RiseOptions;
-use glassbox::explain::sliding::SlidingOptions;
-use glassbox::explain::{self, Explained, Explainer, Method, OcclusionOptions, ViewCache};
+use glassbox::explain::{self, Explained, Explainer, ViewCache};
 use glassbox::metrics::{self, FaithfulnessOptions};
 use glassbox::output::{self, Picture, Source};
 use glassbox::view::Photo;
@@ -165,28 +161,6 @@ pub struct GlassboxExplanation {
     height: usize,
 }
 
-fn explainer_for(method: &str) -> Result<Explainer, (i32, String)> {
-    let occlusion = |method| Explainer::Occlusion {
-        method,
-        options: OcclusionOptions::default(),
-    };
-    Ok(match method {
-        "arbitrary" => occlusion(Method::Arbitrary { fraction: 0.7 }),
-        "statistical" => occlusion(Method::Statistical { k: 1.0 }),
-        "double-division" => occlusion(Method::DoubleDivision { k: 1.0 }),
-        "elbow" => occlusion(Method::Elbow { k: 1.0 }),
-        "sliding" => Explainer::Sliding(SlidingOptions::default()),
-        "lime" => Explainer::Lime(LimeOptions::default()),
-        "kernelshap" => Explainer::KernelShap(KernelShapOptions::default()),
-        "rise" => Explainer::Rise(RiseOptions::default()),
-        other => {
-            return Err(invalid(&format!(
-                "unknown method '{other}' (arbitrary, statistical, double-division, elbow, sliding, lime, kernelshap, rise)"
-            )));
-        }
-    })
-}
-
 /// Explains the image at `path` with `method` (null: "elbow"), each method with the command
 /// line's defaults, into `*out`, which the caller frees with [`glassbox_explanation_free`].
 #[no_mangle]
@@ -205,7 +179,7 @@ pub unsafe extern "C" fn glassbox_explain(
         // SAFETY: the caller's strings are NUL-terminated.
         let (path, method) = unsafe { (text(path, "path")?, text(method, "method")?) };
         let path = path.ok_or_else(|| invalid("path is null"))?;
-        let explainer = explainer_for(method.unwrap_or("elbow"))?;
+        let explainer = Explainer::named(method.unwrap_or("elbow")).map_err(fail)?;
         let (photo, view) =
             output::open(Path::new(path), classifier.info().preprocess()).map_err(fail)?;
         let explained =

@@ -14,11 +14,8 @@
 
 use std::path::PathBuf;
 
-use glassbox::explain::kernelshap::{KernelShapOptions, Samples as ShapSamples};
-use glassbox::explain::lime::LimeOptions;
-use glassbox::explain::rise::RiseOptions;
-use glassbox::explain::sliding::SlidingOptions;
-use glassbox::explain::{self, Explained, Explainer, Method, OcclusionOptions, ViewCache};
+use glassbox::explain::kernelshap::Samples as ShapSamples;
+use glassbox::explain::{self, Explained, Explainer, Method, ViewCache};
 use glassbox::mask::jaccard_views;
 use glassbox::metrics::{self, Faithfulness, FaithfulnessOptions};
 use glassbox::model::Precision;
@@ -274,80 +271,61 @@ fn explainer_for(
             }
         };
     }
-    let fill: Fill = opt!("fill", String, "black".to_string())
-        .parse()
+    // The command line's defaults for the method, then each option given.
+    let mut explainer = Explainer::named(method).map_err(raise)?;
+    let fill: Option<Fill> = opt!("fill", Option<String>, None)
+        .map(|f| f.parse())
+        .transpose()
         .map_err(raise)?;
     let class: Option<usize> = opt!("class_index", Option<usize>, None);
     let steps = opt!("steps", usize, FaithfulnessOptions::default().steps);
-    let incremental = opt!("incremental", bool, true);
-    let occlusion = OcclusionOptions {
-        grid: opt!("grid", u32, 10),
-        fill,
-        class,
-        incremental,
-    };
-    let k = opt!("k", f64, 1.0);
-    let explainer = match method {
-        "arbitrary" => Explainer::Occlusion {
-            method: Method::Arbitrary {
-                fraction: opt!("keep_fraction", f64, 0.7),
-            },
-            options: occlusion,
-        },
-        "statistical" => Explainer::Occlusion {
-            method: Method::Statistical { k },
-            options: occlusion,
-        },
-        "double-division" => Explainer::Occlusion {
-            method: Method::DoubleDivision { k },
-            options: occlusion,
-        },
-        "elbow" => Explainer::Occlusion {
-            method: Method::Elbow { k },
-            options: occlusion,
-        },
-        "sliding" => Explainer::Sliding(SlidingOptions {
-            window: opt!("window", u32, 32),
-            stride: opt!("stride", u32, 16),
-            fill,
-            keep_fraction: opt!("keep_fraction", f64, 0.3),
-            class,
-            incremental,
-        }),
-        "lime" => Explainer::Lime(LimeOptions {
-            samples: opt!("samples", usize, LimeOptions::default().samples),
-            seed: opt!("seed", u32, 0),
-            fill,
-            features: opt!("features", usize, LimeOptions::default().features),
-            class,
-            ..LimeOptions::default()
-        }),
-        "kernelshap" => Explainer::KernelShap(KernelShapOptions {
-            samples: match get("samples") {
-                Some(v) => ShapSamples::Count(v.extract()?),
-                None => KernelShapOptions::default().samples,
-            },
-            seed: opt!("seed", u32, 0),
-            fill,
-            features: opt!("features", usize, KernelShapOptions::default().features),
-            class,
-            ..KernelShapOptions::default()
-        }),
-        "rise" => Explainer::Rise(RiseOptions {
-            masks: opt!("masks", usize, 4000),
-            cells: opt!("cells", u32, 7),
-            keep_prob: opt!("keep_prob", f64, 0.5),
-            seed: opt!("seed", u32, 0),
-            fill,
-            keep_fraction: opt!("keep_fraction", f64, 0.3),
-            class,
-        }),
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "unknown method '{other}' (arbitrary, statistical, double-division, elbow, sliding, lime, kernelshap, rise)"
-            )));
+    match &mut explainer {
+        Explainer::Occlusion { method, options } => {
+            options.grid = opt!("grid", u32, options.grid);
+            options.fill = fill.unwrap_or(options.fill);
+            options.incremental = opt!("incremental", bool, options.incremental);
+            match method {
+                Method::Arbitrary { fraction } => {
+                    *fraction = opt!("keep_fraction", f64, *fraction);
+                }
+                Method::Statistical { k } | Method::DoubleDivision { k } | Method::Elbow { k } => {
+                    *k = opt!("k", f64, *k);
+                }
+            }
         }
-    };
+        Explainer::Sliding(o) => {
+            o.fill = fill.unwrap_or(o.fill);
+            o.window = opt!("window", u32, o.window);
+            o.stride = opt!("stride", u32, o.stride);
+            o.keep_fraction = opt!("keep_fraction", f64, o.keep_fraction);
+            o.incremental = opt!("incremental", bool, o.incremental);
+        }
+        Explainer::Lime(o) => {
+            o.fill = fill.unwrap_or(o.fill);
+            o.samples = opt!("samples", usize, o.samples);
+            o.seed = opt!("seed", u32, o.seed);
+            o.features = opt!("features", usize, o.features);
+        }
+        Explainer::KernelShap(o) => {
+            o.fill = fill.unwrap_or(o.fill);
+            if let Some(n) = opt!("samples", Option<usize>, None) {
+                o.samples = ShapSamples::Count(n);
+            }
+            o.seed = opt!("seed", u32, o.seed);
+            o.features = opt!("features", usize, o.features);
+        }
+        Explainer::Rise(o) => {
+            o.fill = fill.unwrap_or(o.fill);
+            o.masks = opt!("masks", usize, o.masks);
+            o.cells = opt!("cells", u32, o.cells);
+            o.keep_prob = opt!("keep_prob", f64, o.keep_prob);
+            o.seed = opt!("seed", u32, o.seed);
+            o.keep_fraction = opt!("keep_fraction", f64, o.keep_fraction);
+        }
+    }
+    if let Some(class) = class {
+        explainer = explainer.for_class(class);
+    }
     Ok((explainer, steps))
 }
 

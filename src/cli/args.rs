@@ -597,7 +597,8 @@ pub fn parse_spec(
     })?;
     let method = MethodOpt::from_str(method, true).map_err(|_| {
         bad(format!(
-            "'{text}': unknown method '{method}' (arbitrary, statistical, double-division, elbow, lime, kernelshap, rise)"
+            "'{text}': unknown method '{method}' ({})",
+            Explainer::NAMES.join(", ")
         ))
     })?;
     let info = ModelInfo::find(model)?;

@@ -55,6 +55,46 @@ pub enum Explainer {
 }
 
 impl Explainer {
+    /// The methods [`Explainer::named`] knows, by their command-line names.
+    pub const NAMES: &[&str] = &[
+        "arbitrary",
+        "statistical",
+        "double-division",
+        "elbow",
+        "sliding",
+        "lime",
+        "kernelshap",
+        "rise",
+    ];
+
+    /// The method named `name` (one of [`Explainer::NAMES`]) with the command line's defaults,
+    /// for the bindings (`capi/`, `python/`), which name methods as the command line does.
+    ///
+    /// # Errors
+    /// An unknown name.
+    pub fn named(name: &str) -> Result<Explainer> {
+        let occlusion = |method| Explainer::Occlusion {
+            method,
+            options: OcclusionOptions::default(),
+        };
+        Ok(match name {
+            "arbitrary" => occlusion(Method::Arbitrary { fraction: 0.7 }),
+            "statistical" => occlusion(Method::Statistical { k: 1.0 }),
+            "double-division" => occlusion(Method::DoubleDivision { k: 1.0 }),
+            "elbow" => occlusion(Method::Elbow { k: 1.0 }),
+            "sliding" => Explainer::Sliding(SlidingOptions::default()),
+            "lime" => Explainer::Lime(LimeOptions::default()),
+            "kernelshap" => Explainer::KernelShap(KernelShapOptions::default()),
+            "rise" => Explainer::Rise(RiseOptions::default()),
+            other => {
+                return Err(crate::Error::InvalidArgument(format!(
+                    "unknown method '{other}' ({})",
+                    Self::NAMES.join(", ")
+                )));
+            }
+        })
+    }
+
     /// The method's short name (`arbitrary`, …, `lime`, `rise`).
     pub fn name(&self) -> &'static str {
         match self {
