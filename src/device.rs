@@ -2,9 +2,11 @@
 //!
 //! The choice is made at run time, once per process for the GPU: burn's wgpu runtime can be
 //! initialised only once, so the probe's answer is kept.
+//!
+//! A build without the default `gpu` cargo feature has the CPU backend only: `auto` picks it
+//! without a notice, and `gpu` is refused with a one-line reason.
 
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
 use burn::tensor::Device;
@@ -189,6 +191,8 @@ impl Compute {
                         g.adapter_name()
                     )),
                 )),
+                // A CPU-only build runs on the CPU as it was built to, without a notice.
+                Err(_) if !cfg!(feature = "gpu") => Ok((Self::cpu(), None)),
                 Err(why) => Ok((
                     Self::cpu(),
                     Some(format!("no GPU adapter ({why}); using the CPU backend")),
@@ -294,9 +298,21 @@ pub(crate) fn gpu_buffer_limit() -> Option<u64> {
     Some(GPU.get()?.as_ref().ok()?.max_buffer_bytes)
 }
 
+/// Why a build without the `gpu` cargo feature has no GPU.
+#[cfg(not(feature = "gpu"))]
+const NO_GPU_BUILD: &str = "this glassbox was built without GPU support (cargo feature `gpu`); rebuild with default features";
+
+/// A build without the `gpu` cargo feature has no GPU.
+#[cfg(not(feature = "gpu"))]
+fn gpu() -> std::result::Result<Compute, String> {
+    Err(NO_GPU_BUILD.to_string())
+}
+
 /// The process-wide wgpu device, initialised on first use.
+#[cfg(feature = "gpu")]
 fn gpu() -> std::result::Result<Compute, String> {
     GPU.get_or_init(|| {
+        use std::panic::{AssertUnwindSafe, catch_unwind};
         // A broken driver may panic inside wgpu rather than return an error; treat both alike.
         let init = catch_unwind(AssertUnwindSafe(|| {
             Device::wgpu_options().init_with_setup()
@@ -329,6 +345,7 @@ fn gpu() -> std::result::Result<Compute, String> {
     .clone()
 }
 
+#[cfg(feature = "gpu")]
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
