@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU figures of README's "Performance" section in one run, for a machine with a GPU: LIME
 # (1000 samples, quickshift) and a 20×20 occlusion of each model, for every combination of
-# precision (f32, f16) and dense-convolution path (burn's kernels, glassbox's tap sums and
-# im2col products; see glassbox::model::gpu).
+# precision (f32, f16) and dense-convolution path (burn's kernels, glassbox's tap sums, im2col
+# products and its own tiled implicit-GEMM kernel, f32 only; see glassbox::model::gpu).
 #
 #   benches/gpu.sh [BINARY]          BINARY defaults to target/release/glassbox
 #   GLASSBOX_GPU_MODELS="googlenet-tv" benches/gpu.sh
@@ -31,7 +31,7 @@ read -ra patterns <<<"${GLASSBOX_GPU_RUNS:-*}"
 "$bin" models | head -n 20 >&2
 for model in $models; do
   for precision in f32 f16; do
-    for conv in burn taps im2col; do
+    for conv in burn taps im2col tiled; do
       for method in lime elbow; do
         run="$precision/$conv/$method" wanted=
         for pattern in "${patterns[@]}"; do

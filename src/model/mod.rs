@@ -153,7 +153,7 @@ pub mod gpu;
 pub mod incremental;
 
 /// Sets the process's kernel switches from the environment, as the `glassbox` tool and
-/// `examples/layers.rs` do: `GLASSBOX_GPU_CONV=burn|taps|im2col` picks [`gpu::ConvPath`], and
+/// `examples/layers.rs` do: `GLASSBOX_GPU_CONV=burn|taps|im2col|tiled` picks [`gpu::ConvPath`], and
 /// `GLASSBOX_BURN_KERNELS` (any value) then runs every layer through burn's own kernels, CPU
 /// and GPU, as a baseline for timing. Like [`crate::device::tune_allocator`], the library never
 /// calls it by itself.

@@ -468,3 +468,175 @@ fn incremental_inference_on_wgpu_matches_full_inference_on_the_cpu() {
         .fold(0f32, f32::max);
     assert!(worst <= 1e-5, "wgpu incremental vs CPU full: {worst}");
 }
+
+/// glassbox's implicit-GEMM kernel (`glassbox::model::gpu::tiled`) equals burn's convolution
+/// followed by the activation, on the adapter: stems over 3 channels (7×7 stride 2, AlexNet's
+/// 11×11 stride 4), 3×3 and 5×5 windows, 1×1 products over many channels, Lite0's asymmetric
+/// TF-SAME padding at stride 2, with and without bias, each activation, pixel and channel counts
+/// that leave partial tiles, and both tile sizes. Grouped and dilated convolutions are declined.
+#[test]
+fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::{Tensor, TensorData};
+    use glassbox::model::cpu::Activation;
+    use glassbox::model::gpu::tiled::{self, Tile};
+    let Some(compute) = gpu() else { return };
+    let device = compute.device();
+    let relu = Activation::Relu;
+    let relu6 = Activation::Clamp(0.0, 6.0);
+    let none = Activation::None;
+    let cases = [
+        ([3, 64], [7, 7], 2, [3, 3, 3, 3], true, relu, [2, 3, 40, 36]),
+        (
+            [3, 64],
+            [11, 11],
+            4,
+            [2, 2, 2, 2],
+            true,
+            relu,
+            [1, 3, 67, 67],
+        ),
+        (
+            [64, 192],
+            [3, 3],
+            1,
+            [1, 1, 1, 1],
+            true,
+            relu,
+            [2, 64, 14, 13],
+        ),
+        (
+            [48, 70],
+            [5, 5],
+            1,
+            [2, 2, 2, 2],
+            false,
+            none,
+            [1, 48, 9, 11],
+        ),
+        (
+            [32, 16],
+            [1, 1],
+            1,
+            [0, 0, 0, 0],
+            true,
+            relu6,
+            [3, 32, 7, 7],
+        ),
+        (
+            [24, 40],
+            [3, 3],
+            2,
+            [0, 0, 1, 1],
+            true,
+            relu6,
+            [2, 24, 17, 17],
+        ),
+        (
+            [832, 128],
+            [1, 1],
+            1,
+            [0, 0, 0, 0],
+            true,
+            relu,
+            [4, 832, 7, 7],
+        ),
+        (
+            [32, 130],
+            [3, 3],
+            1,
+            [1, 1, 1, 1],
+            true,
+            none,
+            [24, 32, 23, 21],
+        ),
+    ];
+    let mut tiles = std::collections::HashSet::new();
+    for ([cin, cout], kernel, stride, [t, l, b, r], bias, activation, shape) in cases {
+        let conv = Conv2dConfig::new([cin, cout], kernel)
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(t, l, b, r))
+            .with_bias(bias)
+            .init(device);
+        let len: usize = shape.iter().product();
+        let values: Vec<f32> = (0..len)
+            .map(|i| ((i * 7919 % 1009) as f32) / 504.5 - 1.0)
+            .collect();
+        let x = Tensor::<4>::from_data(TensorData::new(values, shape), device);
+        let want = conv.forward(x.clone());
+        let want = match activation {
+            Activation::None => want,
+            Activation::Relu => burn::tensor::activation::relu(want),
+            Activation::Clamp(lo, hi) => want.clamp(lo, hi),
+        };
+        let [n, _, ho, wo] = want.dims();
+        tiles.insert(Tile::for_shape(n * ho * wo, cout));
+        let case = format!("{cin}->{cout} {kernel:?} stride {stride} {activation:?} {shape:?}");
+        let got = tiled::conv2d(&conv, &x, activation).unwrap_or_else(|| panic!("{case}: applies"));
+        assert_eq!(got.dims(), want.dims(), "{case}");
+        let got: Vec<f32> = got.into_data().try_to_vec().expect("f32");
+        let want: Vec<f32> = want.into_data().try_to_vec().expect("f32");
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "{case}: element {i}: {a} vs {b}"
+            );
+        }
+    }
+    assert_eq!(tiles.len(), 2, "both tiles ran: {tiles:?}");
+    let x = Tensor::<4>::zeros([1, 16, 8, 8], device);
+    let grouped = Conv2dConfig::new([16, 16], [3, 3])
+        .with_groups(16)
+        .init(device);
+    let dilated = Conv2dConfig::new([16, 16], [3, 3])
+        .with_dilation([2, 2])
+        .init(device);
+    assert!(tiled::conv2d(&grouped, &x, none).is_none());
+    assert!(tiled::conv2d(&dilated, &x, none).is_none());
+}
+
+/// Every built-in model, its dense convolutions on glassbox's tiled kernel on the adapter, gives
+/// the CPU's probabilities within 1e-5, and the kernel did run (on every model that is not a
+/// test fixture). A model with a weight over the
+/// adapter's buffer limit (AlexNet's 151 MB first fully connected layer on lavapipe's 128 MiB)
+/// cannot run in f32 there on any path; it is skipped, and at least the other three are compared.
+#[test]
+fn every_model_on_the_tiled_kernel_matches_the_cpu() {
+    use glassbox::model::gpu::{self, ConvPath, tiled};
+    let Some(compute) = gpu() else { return };
+    let mut compared = 0;
+    for info in ModelInfo::all() {
+        let inputs = parity_inputs(&info, 2);
+        let cpu = Classifier::load(info, &Compute::cpu())
+            .expect("load on the CPU")
+            .classify(&inputs)
+            .expect("classify on the CPU");
+        let on_gpu = Classifier::load(info, &compute).expect("load on wgpu");
+        let before = tiled::launches();
+        let got = match gpu::with_path(ConvPath::Tiled, || on_gpu.classify(&inputs)) {
+            Err(glassbox::Error::Device { reason, .. }) if reason.contains("largest buffer") => {
+                eprintln!("SKIPPED {}: {reason}", info.id());
+                continue;
+            }
+            other => other.expect("wgpu"),
+        };
+        // The test fixtures are small graphs, some without a dense convolution.
+        let ran = tiled::launches() > before;
+        assert!(ran || info.fixture(), "{}: the kernel never ran", info.id());
+        compared += 1;
+        let worst = got
+            .as_slice()
+            .iter()
+            .zip(cpu.as_slice())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-5,
+            "{}: tiled on wgpu vs CPU: {worst}",
+            info.id()
+        );
+        eprintln!("{}: tiled on wgpu vs CPU: {worst:.1e}", info.id());
+    }
+    assert!(compared >= 3, "only {compared} models compared");
+}

@@ -15,9 +15,9 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>, activation: Activation) -> Tensor<4> 
     if !enabled_on(&x) || !activation.native() {
         if gpu::enabled()
             && x.device() != Device::flex()
-            && let Some(y) = gpu::conv2d(conv, &x)
+            && let Some(y) = gpu::conv2d(conv, &x, activation)
         {
-            return activation.burn(y);
+            return y;
         }
         return activation.burn(conv.forward(x));
     }

@@ -19,8 +19,14 @@
 //!   written once, at the price of a block `kh·kw` times the input. The batch is split so that
 //!   no block exceeds the GPU's buffer limit. Not yet timed on a hardware GPU.
 //!
-//! Both are off by default: [`set_path`] chooses for the whole process, `GLASSBOX_GPU_CONV=taps`
-//! or `=im2col` for the command-line tool.
+//! - [`ConvPath::Tiled`]: glassbox's own kernel ([`tiled`]), an implicit GEMM tiled through
+//!   workgroup memory with a register block per invocation and the bias and activation applied
+//!   at the store; no im2col buffer, one launch per convolution, and no autotuning (a fixed tile
+//!   chosen from the layer's shape). It takes every dense convolution, 1×1 included. Checked
+//!   against burn's kernels on lavapipe; not yet timed on a hardware GPU.
+//!
+//! All are off by default: [`set_path`] chooses for the whole process, `GLASSBOX_GPU_CONV=taps`,
+//! `=im2col` or `=tiled` for the command-line tool.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -28,7 +34,11 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Tensor, s};
 
+use crate::model::cpu::Activation;
 use crate::{Error, Result};
+
+#[cfg(feature = "gpu")]
+pub mod tiled;
 
 /// How the generated models run dense convolutions on a GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,6 +50,8 @@ pub enum ConvPath {
     Taps,
     /// One matrix product over an im2col block ([`conv2d_im2col`]).
     Im2col,
+    /// glassbox's implicit-GEMM kernel (`tiled::conv2d`; builds with the `gpu` feature).
+    Tiled,
 }
 
 impl std::str::FromStr for ConvPath {
@@ -49,8 +61,9 @@ impl std::str::FromStr for ConvPath {
             "burn" => Ok(Self::Burn),
             "taps" => Ok(Self::Taps),
             "im2col" => Ok(Self::Im2col),
+            "tiled" => Ok(Self::Tiled),
             other => Err(Error::InvalidArgument(format!(
-                "unknown GPU convolution path '{other}' (burn, taps, im2col)"
+                "unknown GPU convolution path '{other}' (burn, taps, im2col, tiled)"
             ))),
         }
     }
@@ -58,16 +71,39 @@ impl std::str::FromStr for ConvPath {
 
 static PATH: AtomicU8 = AtomicU8::new(0);
 
+thread_local! {
+    /// This thread's choice, over the process's ([`with_path`]).
+    static THREAD_PATH: std::cell::Cell<Option<ConvPath>> = const { std::cell::Cell::new(None) };
+}
+
 /// Chooses the GPU convolution path for the whole process.
 pub fn set_path(path: ConvPath) {
     PATH.store(path as u8, Ordering::Relaxed);
 }
 
-/// The GPU convolution path in use.
+/// Runs `f` with this thread's convolutions on `path`, whatever the process's choice, and
+/// restores the previous choice after (also when `f` panics). For comparing paths inside one
+/// process: the generated models pick the path on the thread that calls them.
+pub fn with_path<T>(path: ConvPath, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<ConvPath>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THREAD_PATH.with(|p| p.set(self.0));
+        }
+    }
+    let _restore = Restore(THREAD_PATH.with(|p| p.replace(Some(path))));
+    f()
+}
+
+/// The GPU convolution path in use on this thread.
 pub fn path() -> ConvPath {
+    if let Some(path) = THREAD_PATH.with(|p| p.get()) {
+        return path;
+    }
     match PATH.load(Ordering::Relaxed) {
         1 => ConvPath::Taps,
         2 => ConvPath::Im2col,
+        3 => ConvPath::Tiled,
         _ => ConvPath::Burn,
     }
 }
@@ -91,9 +127,10 @@ pub fn enabled() -> bool {
 /// limit met so far (lavapipe's).
 const FALLBACK_BUFFER_LIMIT: u64 = 128 << 20;
 
-/// `conv` applied to `x` by the process's [`path`], or `None` where burn's kernel is kept.
-pub fn conv2d(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
-    match path() {
+/// `conv` then `activation` applied to `x` by the process's [`path`], or `None` where burn's
+/// kernel is kept.
+pub fn conv2d(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Tensor<4>> {
+    let y = match path() {
         ConvPath::Burn => None,
         ConvPath::Taps => conv2d_taps(conv, x),
         ConvPath::Im2col => conv2d_im2col(
@@ -101,7 +138,12 @@ pub fn conv2d(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
             x,
             crate::device::gpu_buffer_limit().unwrap_or(FALLBACK_BUFFER_LIMIT),
         ),
-    }
+        #[cfg(feature = "gpu")]
+        ConvPath::Tiled => return tiled::conv2d(conv, x, activation),
+        #[cfg(not(feature = "gpu"))]
+        ConvPath::Tiled => None,
+    };
+    y.map(|y| activation.burn(y))
 }
 
 /// Fewest input channels for which the matrix products are used: each product's inner

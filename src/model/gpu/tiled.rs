@@ -1,0 +1,439 @@
+//! glassbox's own dense convolution kernel for GPUs: an implicit GEMM tiled through workgroup
+//! memory, written in CubeCL (so one source compiles to WGSL, SPIR-V and MSL).
+//!
+//! A convolution is the matrix product `out[m, co] = Σ_k A[m, k] · W[k, co]` where `m` runs over
+//! the output pixels of the whole batch (`n·ho·wo`), `co` over output channels and `k` over the
+//! window (`cin·kh·kw`). `A` is never built (no im2col buffer): each workgroup owns a tile of
+//! [`Tile::m`] pixels × [`Tile::n`] channels, and walks `k` in slices of [`Tile::k`], staging
+//! that slice of the input windows and of the weights in workgroup memory, from which each
+//! invocation accumulates a register block of [`Tile::rows`] × [`Tile::cols`] outputs. Padding
+//! is read as zeros at the load, bias and the activation (Relu, or a clamp such as Relu6) are
+//! applied at the store.
+//!
+//! Layout: the input and output are read and written through their strides, so NCHW and the
+//! channels-last views burn produces both work; the output is a new NCHW tensor. Invocation
+//! `x` of a workgroup takes pixels `x, x + threads_x, …` so that neighbouring invocations load
+//! and store neighbouring pixels (coalesced on NCHW) and read workgroup memory without bank
+//! conflicts.
+//!
+//! The kernel computes in f32 and sums in a different order from burn's direct kernel, so the
+//! two agree to rounding (`tests/it/gpu.rs` checks every dense convolution shape of every
+//! built-in model on lavapipe, within 1e-5 relative).
+
+use burn::nn::conv::Conv2d;
+use burn::tensor::{DType, Tensor};
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{Cube, CubeBackend};
+use burn_fusion::NoOp;
+use burn_fusion::stream::StreamId;
+use burn_ir::{BackendIr, InitOperationIr, OperationIr};
+use cubecl::prelude::*;
+
+use crate::model::cpu::Activation;
+
+/// Convolutions run by the kernel in this process so far.
+static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many convolutions the kernel has run in this process (for tests and profiles: a path
+/// that silently fell back to burn's kernels would leave it unchanged).
+pub fn launches() -> u64 {
+    LAUNCHES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A workgroup's tile and each invocation's register block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tile {
+    /// Invocations along the pixel axis.
+    pub threads_x: u32,
+    /// Invocations along the channel axis.
+    pub threads_y: u32,
+    /// Pixels each invocation computes.
+    pub rows: u32,
+    /// Output channels each invocation computes.
+    pub cols: u32,
+    /// Depth of the reduction slice staged in workgroup memory.
+    pub k: u32,
+}
+
+impl Tile {
+    /// 64 pixels × 64 channels, 256 invocations of 4×4, slices of 16: 8 KiB of workgroup
+    /// memory, within every adapter's limits (WebGPU's minimum is 16 KiB and 256 invocations).
+    pub const LARGE: Tile = Tile {
+        threads_x: 16,
+        threads_y: 16,
+        rows: 4,
+        cols: 4,
+        k: 16,
+    };
+    /// 32 pixels × 32 channels, 64 invocations of 4×4, for layers too small to fill an
+    /// adapter with [`Tile::LARGE`] workgroups.
+    pub const SMALL: Tile = Tile {
+        threads_x: 8,
+        threads_y: 8,
+        rows: 4,
+        cols: 4,
+        k: 16,
+    };
+
+    /// Pixels per workgroup.
+    pub fn m(self) -> u32 {
+        self.threads_x * self.rows
+    }
+
+    /// Output channels per workgroup.
+    pub fn n(self) -> u32 {
+        self.threads_y * self.cols
+    }
+
+    fn threads(self) -> u32 {
+        self.threads_x * self.threads_y
+    }
+
+    /// Whether each invocation's share of the tile loads is a whole number with the pixel and
+    /// reduction positions it loads fixed across the slices (what the kernel relies on).
+    fn valid(self) -> bool {
+        let t = self.threads();
+        t.is_multiple_of(self.m())
+            && t.is_multiple_of(self.k)
+            && (self.k * self.m()).is_multiple_of(t)
+            && (self.k * self.n()).is_multiple_of(t)
+    }
+
+    /// The tile for a product of `m` pixels × `cout` channels: [`Tile::LARGE`] unless that
+    /// leaves fewer than 4 workgroups per 64 invocations' worth of work.
+    pub fn for_shape(m: usize, cout: usize) -> Tile {
+        let large = Tile::LARGE;
+        let groups = m.div_ceil(large.m() as usize) * cout.div_ceil(large.n() as usize);
+        if groups >= 256 { large } else { Tile::SMALL }
+    }
+}
+
+/// What the kernel applies at the store: 0 nothing, 1 Relu, 2 a clamp to `[lo, hi]`.
+fn activation_code(activation: Activation) -> (u32, f32, f32) {
+    match activation {
+        Activation::None => (0, 0.0, 0.0),
+        Activation::Relu => (1, 0.0, 0.0),
+        Activation::Clamp(lo, hi) => (2, lo, hi),
+    }
+}
+
+/// The implicit-GEMM convolution. Scalars: strides of `x` (n, c, h, w), of `w` (o, c, h, w)
+/// and of `out` (n, c, h, w); sizes; stride and leading padding; `m_total = n·ho·wo`,
+/// `k_total = cin·kh·kw`.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments, clippy::collapsible_if)]
+fn conv2d_gemm_kernel(
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    xsn: u32,
+    xsc: u32,
+    xsh: u32,
+    xsw: u32,
+    wso: u32,
+    wsc: u32,
+    wsh: u32,
+    wsw: u32,
+    osn: u32,
+    osc: u32,
+    osh: u32,
+    osw: u32,
+    h: u32,
+    wd: u32,
+    cout: u32,
+    ho: u32,
+    wo: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
+    m_total: u32,
+    k_total: u32,
+    lo: f32,
+    hi: f32,
+    #[comptime] tx_n: u32,
+    #[comptime] ty_n: u32,
+    #[comptime] tm: u32,
+    #[comptime] tn: u32,
+    #[comptime] bk: u32,
+    #[comptime] has_bias: bool,
+    #[comptime] act: u32,
+) {
+    let bm = comptime!(tx_n * tm);
+    let bn = comptime!(ty_n * tn);
+    let threads = comptime!(tx_n * ty_n);
+    let b_row = comptime!(bn + 1);
+    let a_loads = comptime!(bk * bm / threads);
+    let b_loads = comptime!(bk * bn / threads);
+    let a_step = comptime!(threads / bm);
+    let b_step = comptime!(threads / bk);
+
+    let tx = UNIT_POS_X;
+    let ty = UNIT_POS_Y;
+    let tid = ty * tx_n + tx;
+    let m0 = CUBE_POS_X * bm;
+    let n0 = CUBE_POS_Y * bn;
+
+    let mut a_s = Shared::<[f32]>::new_slice(comptime!((bk * bm) as usize));
+    let mut b_s = Shared::<[f32]>::new_slice(comptime!((bk * (bn + 1)) as usize));
+    let mut acc = Array::<f32>::new(comptime!((tm * tn) as usize));
+    #[unroll]
+    for i in 0..comptime!(tm * tn) {
+        acc[i as usize] = 0.0f32;
+    }
+
+    // The pixel this invocation loads is the same in every slice.
+    let a_mm = tid % bm;
+    let a_kk0 = tid / bm;
+    let am = m0 + a_mm;
+    let a_in = am < m_total;
+    let am_c = select(a_in, am, 0u32);
+    let a_ox = am_c % wo;
+    let a_t = am_c / wo;
+    let a_oy = a_t % ho;
+    let a_n = a_t / ho;
+    let a_iy0 = (a_oy * sh) as i32 - ph as i32;
+    let a_ix0 = (a_ox * sw) as i32 - pw as i32;
+    let a_base = a_n * xsn;
+    let khw = kh * kw;
+
+    // So is the reduction position of its weight loads.
+    let b_kk = tid % bk;
+    let b_nn0 = tid / bk;
+
+    let mut k0 = 0u32;
+    while k0 < k_total {
+        #[unroll]
+        for r in 0..a_loads {
+            let kk = a_kk0 + r * a_step;
+            let k = k0 + kk;
+            let mut v = 0.0f32;
+            if a_in && k < k_total {
+                let ci = k / khw;
+                let rest = k % khw;
+                let iy = a_iy0 + (rest / kw) as i32;
+                let ix = a_ix0 + (rest % kw) as i32;
+                if iy >= 0 && ix >= 0 && (iy as u32) < h && (ix as u32) < wd {
+                    v = x[(a_base + ci * xsc + (iy as u32) * xsh + (ix as u32) * xsw) as usize];
+                }
+            }
+            a_s[(kk * bm + a_mm) as usize] = v;
+        }
+        let bkk = k0 + b_kk;
+        let b_in = bkk < k_total;
+        let bkk_c = select(b_in, bkk, 0u32);
+        let b_ci = bkk_c / khw;
+        let b_rest = bkk_c % khw;
+        let b_off = b_ci * wsc + (b_rest / kw) * wsh + (b_rest % kw) * wsw;
+        #[unroll]
+        for r in 0..b_loads {
+            let nn = b_nn0 + r * b_step;
+            let co = n0 + nn;
+            let mut v = 0.0f32;
+            if b_in && co < cout {
+                v = w[(co * wso + b_off) as usize];
+            }
+            b_s[(b_kk * b_row + nn) as usize] = v;
+        }
+        sync_cube();
+
+        #[unroll]
+        for kk in 0..bk {
+            let mut a = Array::<f32>::new(comptime!(tm as usize));
+            let mut b = Array::<f32>::new(comptime!(tn as usize));
+            #[unroll]
+            for i in 0..tm {
+                a[i as usize] = a_s[(kk * bm + tx + i * tx_n) as usize];
+            }
+            #[unroll]
+            for j in 0..tn {
+                b[j as usize] = b_s[(kk * b_row + ty + j * ty_n) as usize];
+            }
+            #[unroll]
+            for i in 0..tm {
+                #[unroll]
+                for j in 0..tn {
+                    acc[(i * tn + j) as usize] += a[i as usize] * b[j as usize];
+                }
+            }
+        }
+        sync_cube();
+        k0 += bk;
+    }
+
+    #[unroll]
+    for i in 0..tm {
+        let m = m0 + tx + i * tx_n;
+        if m < m_total {
+            let ox = m % wo;
+            let t = m / wo;
+            let oy = t % ho;
+            let n = t / ho;
+            let base = n * osn + oy * osh + ox * osw;
+            #[unroll]
+            for j in 0..tn {
+                let co = n0 + ty + j * ty_n;
+                if co < cout {
+                    let mut v = acc[(i * tn + j) as usize];
+                    if comptime!(has_bias) {
+                        v += bias[co as usize];
+                    }
+                    if comptime!(act == 1) {
+                        if v < 0.0f32 {
+                            v = 0.0f32;
+                        }
+                    }
+                    if comptime!(act == 2) {
+                        if v < lo {
+                            v = lo;
+                        }
+                        if v > hi {
+                            v = hi;
+                        }
+                    }
+                    out[(base + co * osc) as usize] = v;
+                }
+            }
+        }
+    }
+}
+
+/// A float tensor's CubeCL tensor (waiting for the fusion stream that produces it), or `None`
+/// off a CubeCL device.
+fn cube_tensor(x: &Tensor<4>) -> Option<CubeTensor> {
+    let fused = x.clone().try_into_primitive::<Cube>().ok()?;
+    let client = fused.client.clone();
+    Some(client.resolve_tensor_float::<CubeBackend>(fused))
+}
+
+/// `conv` applied to `x` with `activation`, by the implicit-GEMM kernel, or `None` where the
+/// kernel does not apply (grouped or dilated convolutions, `Same` padding, f16, a device that
+/// is not a CubeCL GPU, or a batch whose grid is over 65,535 workgroups along an axis).
+pub fn conv2d(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Tensor<4>> {
+    let weight = conv.weight.val();
+    let [cout, cin, kh, kw] = weight.dims();
+    let [n, channels, height, width] = x.dims();
+    let [sh, sw] = conv.stride;
+    if conv.groups != 1
+        || channels != cin
+        || conv.dilation != [1, 1]
+        || sh == 0
+        || sw == 0
+        || x.dtype() != DType::F32
+        || weight.dtype() != DType::F32
+    {
+        return None;
+    }
+    let [top, left, bottom, right] = super::super::cpu::padding(&conv.padding)?;
+    let (padded_h, padded_w) = (height + top + bottom, width + left + right);
+    if padded_h < kh || padded_w < kw {
+        return None;
+    }
+    let (ho, wo) = ((padded_h - kh) / sh + 1, (padded_w - kw) / sw + 1);
+    let m_total = n * ho * wo;
+    let k_total = cin * kh * kw;
+    let tile = Tile::for_shape(m_total, cout);
+    if !tile.valid() {
+        return None;
+    }
+    let groups = [
+        m_total.div_ceil(tile.m() as usize),
+        cout.div_ceil(tile.n() as usize),
+    ];
+    if groups.iter().any(|&g| g > 65_535) || m_total > u32::MAX as usize / 2 {
+        return None;
+    }
+
+    let xt = cube_tensor(x)?;
+    let wt = cube_tensor(&weight)?;
+    let bias = match &conv.bias {
+        Some(b) => Some(cube_tensor(&b.val().reshape([1, 1, 1, cout]))?),
+        None => None,
+    };
+    let fused = x.clone().try_into_primitive::<Cube>().ok()?;
+    let fusion_client = fused.client.clone();
+    drop(fused);
+
+    let client = xt.client.clone();
+    let out = burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
+        client.clone(),
+        xt.device.clone(),
+        [n, cout, ho, wo].into(),
+        DType::F32,
+    );
+    let xs = xt.meta.strides().clone();
+    let ws = wt.meta.strides().clone();
+    let os = out.meta.strides().clone();
+    let u = |v: usize| v as u32;
+    let (act, lo, hi) = activation_code(activation);
+    let has_bias = bias.is_some();
+    // Without a bias the kernel never reads the buffer; bind the weights in its place.
+    let bias_arg = bias.unwrap_or_else(|| wt.clone()).into_buffer_arg();
+    // SAFETY: every index the kernel forms is checked against the sizes passed with it (pixels
+    // against `m_total`, channels against `cout`, the window against the input's extent and
+    // `k_total`), and the strides are the tensors' own.
+    unsafe {
+        conv2d_gemm_kernel::launch_unchecked(
+            &client,
+            CubeCount::Static(u(groups[0]), u(groups[1]), 1),
+            CubeDim::new_2d(tile.threads_x, tile.threads_y),
+            xt.into_buffer_arg(),
+            wt.into_buffer_arg(),
+            bias_arg,
+            out.clone().into_buffer_arg(),
+            u(xs[0]),
+            u(xs[1]),
+            u(xs[2]),
+            u(xs[3]),
+            u(ws[0]),
+            u(ws[1]),
+            u(ws[2]),
+            u(ws[3]),
+            u(os[0]),
+            u(os[1]),
+            u(os[2]),
+            u(os[3]),
+            u(height),
+            u(width),
+            u(cout),
+            u(ho),
+            u(wo),
+            u(kh),
+            u(kw),
+            u(sh),
+            u(sw),
+            u(top),
+            u(left),
+            u(m_total),
+            u(k_total),
+            lo,
+            hi,
+            tile.threads_x,
+            tile.threads_y,
+            tile.rows,
+            tile.cols,
+            tile.k,
+            has_bias,
+            act,
+        );
+    }
+
+    LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let shape = out.meta.shape().clone();
+    let handle = <CubeBackend as BackendIr>::float_tensor_handle(out);
+    let desc = InitOperationIr::create(shape, DType::F32, || {
+        fusion_client.register_tensor_handle(handle)
+    });
+    let fused = fusion_client
+        .register(
+            StreamId::current(),
+            OperationIr::Init(desc),
+            NoOp::<CubeBackend>::new(),
+        )
+        .into_iter()
+        .next()?;
+    Some(Tensor::from_primitive::<Cube>(fused))
+}
