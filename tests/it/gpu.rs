@@ -473,16 +473,24 @@ fn incremental_inference_on_wgpu_matches_full_inference_on_the_cpu() {
 /// followed by the activation, on the adapter: stems over 3 channels (7×7 stride 2, AlexNet's
 /// 11×11 stride 4), 3×3 and 5×5 windows, 1×1 products over many channels, Lite0's asymmetric
 /// TF-SAME padding at stride 2, with and without bias, each activation, pixel and channel counts
-/// that leave partial tiles, and both tile sizes. Grouped and dilated convolutions are declined.
+/// that leave partial tiles, and both tile sizes; each in f32 and in f16. Grouped and dilated
+/// convolutions and other float types are declined.
 #[test]
 fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
-    use burn::tensor::{Tensor, TensorData};
+    use burn::tensor::{DType, Tensor, TensorData};
     use glassbox::model::cpu::Activation;
     use glassbox::model::gpu::tiled::{self, Tile};
-    let Some(compute) = gpu() else { return };
+    let Some(compute) = gpu_with_f16() else {
+        return;
+    };
     let device = compute.device();
+    let act = |y: Tensor<4>, activation| match activation {
+        Activation::None => y,
+        Activation::Relu => burn::tensor::activation::relu(y),
+        Activation::Clamp(lo, hi) => y.clamp(lo, hi),
+    };
     let relu = Activation::Relu;
     let relu6 = Activation::Clamp(0.0, 6.0);
     let none = Activation::None;
@@ -564,12 +572,7 @@ fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
             .map(|i| ((i * 7919 % 1009) as f32) / 504.5 - 1.0)
             .collect();
         let x = Tensor::<4>::from_data(TensorData::new(values, shape), device);
-        let want = conv.forward(x.clone());
-        let want = match activation {
-            Activation::None => want,
-            Activation::Relu => burn::tensor::activation::relu(want),
-            Activation::Clamp(lo, hi) => want.clamp(lo, hi),
-        };
+        let want = act(conv.forward(x.clone()), activation);
         let [n, _, ho, wo] = want.dims();
         tiles.insert(Tile::for_shape(n * ho * wo, cout));
         let case = format!("{cin}->{cout} {kernel:?} stride {stride} {activation:?} {shape:?}");
@@ -583,9 +586,43 @@ fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
                 "{case}: element {i}: {a} vs {b}"
             );
         }
+        // In f16: read and written in f16, summed in f32, against burn's f32 convolution of the
+        // same f16-rounded values, within 2e-3 relative.
+        let mut half = conv.clone();
+        half.weight = burn::module::Param::from_tensor(conv.weight.val().cast(DType::F16));
+        half.bias = conv
+            .bias
+            .as_ref()
+            .map(|b| burn::module::Param::from_tensor(b.val().cast(DType::F16)));
+        let x16 = x.cast(DType::F16);
+        let mut rounded = conv.clone();
+        rounded.weight = burn::module::Param::from_tensor(half.weight.val().cast(DType::F32));
+        rounded.bias = half
+            .bias
+            .as_ref()
+            .map(|b| burn::module::Param::from_tensor(b.val().cast(DType::F32)));
+        let want = act(rounded.forward(x16.clone().cast(DType::F32)), activation);
+        let got = tiled::conv2d(&half, &x16, activation)
+            .unwrap_or_else(|| panic!("{case}, f16: applies"));
+        assert_eq!(got.dtype(), DType::F16, "{case}");
+        let got: Vec<f32> = got.cast(DType::F32).into_data().try_to_vec().expect("f32");
+        let want: Vec<f32> = want.into_data().try_to_vec().expect("f32");
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 2e-3 * (1.0 + b.abs()),
+                "{case}, f16: element {i}: {a} vs {b}"
+            );
+        }
     }
     assert_eq!(tiles.len(), 2, "both tiles ran: {tiles:?}");
     let x = Tensor::<4>::zeros([1, 16, 8, 8], device);
+    // A float type the kernel does not handle is declined.
+    let conv = Conv2dConfig::new([16, 16], [3, 3]).init(device);
+    let mut wide = conv.clone();
+    wide.weight = burn::module::Param::from_tensor(conv.weight.val().cast(DType::F64));
+    if let Some(y) = tiled::conv2d(&wide, &x.clone().cast(DType::F64), none) {
+        panic!("f64 ran: {:?}", y.dtype());
+    }
     let grouped = Conv2dConfig::new([16, 16], [3, 3])
         .with_groups(16)
         .init(device);
@@ -597,12 +634,14 @@ fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
 }
 
 /// Every built-in model, its dense convolutions on glassbox's tiled kernel on the adapter, gives
-/// the CPU's probabilities within 1e-5, and the kernel did run (on every model that is not a
+/// the CPU's probabilities within 1e-5 (and in f16 burn's f16 probabilities within 5e-3), and the
+/// kernel did run (on every model that is not a
 /// test fixture). A model with a weight over the
 /// adapter's buffer limit (AlexNet's 151 MB first fully connected layer on lavapipe's 128 MiB)
 /// cannot run in f32 there on any path; it is skipped, and at least the other three are compared.
 #[test]
 fn every_model_on_the_tiled_kernel_matches_the_cpu() {
+    use glassbox::model::Precision;
     use glassbox::model::gpu::{self, ConvPath, tiled};
     let Some(compute) = gpu() else { return };
     let mut compared = 0;
@@ -637,6 +676,28 @@ fn every_model_on_the_tiled_kernel_matches_the_cpu() {
             info.id()
         );
         eprintln!("{}: tiled on wgpu vs CPU: {worst:.1e}", info.id());
+        // In f16, against the same model in f16 on burn's kernels.
+        if !compute.supports_f16() {
+            continue;
+        }
+        let half = Classifier::load_with(info, &compute, Precision::F16).expect("load in f16");
+        let before = tiled::launches();
+        let tiled_f16 = gpu::with_path(ConvPath::Tiled, || half.classify(&inputs)).expect("f16");
+        let ran_f16 = tiled::launches() > before;
+        assert!(ran_f16 || info.fixture(), "{}: f16 never ran", info.id());
+        let burn_f16 = gpu::with_path(ConvPath::Burn, || half.classify(&inputs)).expect("f16");
+        let worst = tiled_f16
+            .as_slice()
+            .iter()
+            .zip(burn_f16.as_slice())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 5e-3,
+            "{}: f16, tiled vs burn's: {worst}",
+            info.id()
+        );
+        eprintln!("{}: f16, tiled vs burn's kernels: {worst:.1e}", info.id());
     }
     assert!(compared >= 3, "only {compared} models compared");
 }

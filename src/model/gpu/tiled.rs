@@ -16,8 +16,9 @@
 //! and store neighbouring pixels (coalesced on NCHW) and read workgroup memory without bank
 //! conflicts.
 //!
-//! The kernel computes in f32 and sums in a different order from burn's direct kernel, so the
-//! two agree to rounding (`tests/it/gpu.rs` checks every dense convolution shape of every
+//! Tensors are f32 or f16 (`--precision f16`: half the bytes read and written); the kernel
+//! always sums in f32, in a different order from burn's direct kernel, so the two agree to
+//! rounding (`tests/it/gpu.rs` checks every dense convolution shape of every
 //! built-in model on lavapipe, within 1e-5 relative).
 
 use burn::nn::conv::Conv2d;
@@ -27,6 +28,7 @@ use burn_cubecl::{Cube, CubeBackend};
 use burn_fusion::NoOp;
 use burn_fusion::stream::StreamId;
 use burn_ir::{BackendIr, InitOperationIr, OperationIr};
+use cubecl::ir::FloatKind;
 use cubecl::prelude::*;
 
 use crate::model::cpu::Activation;
@@ -122,11 +124,11 @@ fn activation_code(activation: Activation) -> (u32, f32, f32) {
 /// `k_total = cin·kh·kw`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments, clippy::collapsible_if)]
-fn conv2d_gemm_kernel(
-    x: &[f32],
-    w: &[f32],
-    bias: &[f32],
-    out: &mut [f32],
+fn conv2d_gemm_kernel<E: Float>(
+    x: &[E],
+    w: &[E],
+    bias: &[E],
+    out: &mut [E],
     xsn: u32,
     xsc: u32,
     xsh: u32,
@@ -161,6 +163,7 @@ fn conv2d_gemm_kernel(
     #[comptime] bk: u32,
     #[comptime] has_bias: bool,
     #[comptime] act: u32,
+    #[define(E)] _dtype: ElemType,
 ) {
     let bm = comptime!(tx_n * tm);
     let bn = comptime!(ty_n * tn);
@@ -217,7 +220,9 @@ fn conv2d_gemm_kernel(
                 let iy = a_iy0 + (rest / kw) as i32;
                 let ix = a_ix0 + (rest % kw) as i32;
                 if iy >= 0 && ix >= 0 && (iy as u32) < h && (ix as u32) < wd {
-                    v = x[(a_base + ci * xsc + (iy as u32) * xsh + (ix as u32) * xsw) as usize];
+                    v = f32::cast_from(
+                        x[(a_base + ci * xsc + (iy as u32) * xsh + (ix as u32) * xsw) as usize],
+                    );
                 }
             }
             a_s[(kk * bm + a_mm) as usize] = v;
@@ -234,7 +239,7 @@ fn conv2d_gemm_kernel(
             let co = n0 + nn;
             let mut v = 0.0f32;
             if b_in && co < cout {
-                v = w[(co * wso + b_off) as usize];
+                v = f32::cast_from(w[(co * wso + b_off) as usize]);
             }
             b_s[(b_kk * b_row + nn) as usize] = v;
         }
@@ -279,7 +284,7 @@ fn conv2d_gemm_kernel(
                 if co < cout {
                     let mut v = acc[(i * tn + j) as usize];
                     if comptime!(has_bias) {
-                        v += bias[co as usize];
+                        v += f32::cast_from(bias[co as usize]);
                     }
                     if comptime!(act == 1) {
                         if v < 0.0f32 {
@@ -294,7 +299,7 @@ fn conv2d_gemm_kernel(
                             v = hi;
                         }
                     }
-                    out[(base + co * osc) as usize] = v;
+                    out[(base + co * osc) as usize] = E::cast_from(v);
                 }
             }
         }
@@ -310,8 +315,9 @@ fn cube_tensor(x: &Tensor<4>) -> Option<CubeTensor> {
 }
 
 /// `conv` applied to `x` with `activation`, by the implicit-GEMM kernel, or `None` where the
-/// kernel does not apply (grouped or dilated convolutions, `Same` padding, f16, a device that
-/// is not a CubeCL GPU, or a batch whose grid is over 65,535 workgroups along an axis).
+/// kernel does not apply (grouped or dilated convolutions, `Same` padding, a dtype other than f32
+/// and f16, a device that is not a CubeCL GPU, or a grid over 65,535 workgroups along an axis).
+/// f16 tensors are read and written in f16 and summed in f32.
 pub fn conv2d(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Tensor<4>> {
     let weight = conv.weight.val();
     let [cout, cin, kh, kw] = weight.dims();
@@ -322,11 +328,16 @@ pub fn conv2d(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Te
         || conv.dilation != [1, 1]
         || sh == 0
         || sw == 0
-        || x.dtype() != DType::F32
-        || weight.dtype() != DType::F32
+        || weight.dtype() != x.dtype()
     {
         return None;
     }
+    let dtype = x.dtype();
+    let elem = match dtype {
+        DType::F32 => ElemType::Float(FloatKind::F32),
+        DType::F16 => ElemType::Float(FloatKind::F16),
+        _ => return None,
+    };
     let [top, left, bottom, right] = super::super::cpu::padding(&conv.padding)?;
     let (padded_h, padded_w) = (height + top + bottom, width + left + right);
     if padded_h < kh || padded_w < kw {
@@ -362,7 +373,7 @@ pub fn conv2d(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Te
         client.clone(),
         xt.device.clone(),
         [n, cout, ho, wo].into(),
-        DType::F32,
+        dtype,
     );
     let xs = xt.meta.strides().clone();
     let ws = wt.meta.strides().clone();
@@ -418,13 +429,14 @@ pub fn conv2d(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Te
             tile.k,
             has_bias,
             act,
+            elem,
         );
     }
 
     LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let shape = out.meta.shape().clone();
     let handle = <CubeBackend as BackendIr>::float_tensor_handle(out);
-    let desc = InitOperationIr::create(shape, DType::F32, || {
+    let desc = InitOperationIr::create(shape, dtype, || {
         fusion_client.register_tensor_handle(handle)
     });
     let fused = fusion_client
