@@ -153,7 +153,8 @@ pub mod gpu;
 pub mod incremental;
 
 /// Sets the process's kernel switches from the environment, as the `glassbox` tool and
-/// `examples/layers.rs` do: `GLASSBOX_GPU_CONV=burn|taps|im2col|tiled` picks [`gpu::ConvPath`], and
+/// `examples/layers.rs` do: `GLASSBOX_GPU_CONV=burn|taps|im2col|tiled` picks [`gpu::ConvPath`]
+/// (`GLASSBOX_GPU_TILE=auto|small|large|huge` the tiled kernel's tile), and
 /// `GLASSBOX_BURN_KERNELS` (any value) then runs every layer through burn's own kernels, CPU
 /// and GPU, as a baseline for timing. Like [`crate::device::tune_allocator`], the library never
 /// calls it by itself.
@@ -166,6 +167,15 @@ pub fn kernels_from_env() -> Result<()> {
             other => other,
         })?;
         gpu::set_path(path);
+    }
+    #[cfg(feature = "gpu")]
+    if let Ok(tile) = std::env::var("GLASSBOX_GPU_TILE") {
+        gpu::tiled::set_tile(gpu::tiled::parse_tile(&tile).map_err(|e| match e {
+            Error::InvalidArgument(why) => {
+                Error::InvalidArgument(format!("GLASSBOX_GPU_TILE: {why}"))
+            }
+            other => other,
+        })?);
     }
     if std::env::var_os("GLASSBOX_BURN_KERNELS").is_some() {
         cpu::set_enabled(false);

@@ -473,7 +473,7 @@ fn incremental_inference_on_wgpu_matches_full_inference_on_the_cpu() {
 /// followed by the activation, on the adapter: stems over 3 channels (7×7 stride 2, AlexNet's
 /// 11×11 stride 4), 3×3 and 5×5 windows, 1×1 products over many channels, Lite0's asymmetric
 /// TF-SAME padding at stride 2, with and without bias, each activation, pixel and channel counts
-/// that leave partial tiles, and both tile sizes; each in f32 and in f16. Grouped and dilated
+/// that leave partial tiles, and each tile (as chosen by shape and forced); in f32 and in f16. Grouped and dilated
 /// convolutions and other float types are declined.
 #[test]
 fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
@@ -559,6 +559,15 @@ fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
             none,
             [24, 32, 23, 21],
         ),
+        (
+            [16, 24],
+            [3, 3],
+            1,
+            [1, 1, 1, 1],
+            true,
+            relu,
+            [32, 16, 64, 65],
+        ),
     ];
     let mut tiles = std::collections::HashSet::new();
     for ([cin, cout], kernel, stride, [t, l, b, r], bias, activation, shape) in cases {
@@ -575,17 +584,24 @@ fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
         let want = act(conv.forward(x.clone()), activation);
         let [n, _, ho, wo] = want.dims();
         tiles.insert(Tile::for_shape(n * ho * wo, cout));
-        let case = format!("{cin}->{cout} {kernel:?} stride {stride} {activation:?} {shape:?}");
-        let got = tiled::conv2d(&conv, &x, activation).unwrap_or_else(|| panic!("{case}: applies"));
-        assert_eq!(got.dims(), want.dims(), "{case}");
-        let got: Vec<f32> = got.into_data().try_to_vec().expect("f32");
+        let want_dims = want.dims();
         let want: Vec<f32> = want.into_data().try_to_vec().expect("f32");
-        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                "{case}: element {i}: {a} vs {b}"
+        for tile in [None, Some(Tile::SMALL), Some(Tile::LARGE), Some(Tile::HUGE)] {
+            let case = format!(
+                "{cin}->{cout} {kernel:?} stride {stride} {activation:?} {shape:?} {tile:?}"
             );
+            let got = tiled::conv2d_with_tile(&conv, &x, activation, tile)
+                .unwrap_or_else(|| panic!("{case}: applies"));
+            assert_eq!(got.dims(), want_dims, "{case}");
+            let got: Vec<f32> = got.into_data().try_to_vec().expect("f32");
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{case}: element {i}: {a} vs {b}"
+                );
+            }
         }
+        let case = format!("{cin}->{cout} {kernel:?} stride {stride} {activation:?} {shape:?}");
         // In f16: read and written in f16, summed in f32, against burn's f32 convolution of the
         // same f16-rounded values, within 2e-3 relative.
         let mut half = conv.clone();
@@ -614,7 +630,7 @@ fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
             );
         }
     }
-    assert_eq!(tiles.len(), 2, "both tiles ran: {tiles:?}");
+    assert_eq!(tiles.len(), 3, "each tile chosen by shape: {tiles:?}");
     let x = Tensor::<4>::zeros([1, 16, 8, 8], device);
     // A float type the kernel does not handle is declined.
     let conv = Conv2dConfig::new([16, 16], [3, 3]).init(device);

@@ -77,6 +77,17 @@ impl Tile {
         k: 16,
     };
 
+    /// 128 pixels × 128 channels, 256 invocations of 8×8, slices of 8 (8 KiB of workgroup
+    /// memory): twice [`Tile::LARGE`]'s products per value read from workgroup memory, for the
+    /// large layers of a large batch.
+    pub const HUGE: Tile = Tile {
+        threads_x: 16,
+        threads_y: 16,
+        rows: 8,
+        cols: 8,
+        k: 8,
+    };
+
     /// Pixels per workgroup.
     pub fn m(self) -> u32 {
         self.threads_x * self.rows
@@ -101,12 +112,63 @@ impl Tile {
             && (self.k * self.n()).is_multiple_of(t)
     }
 
-    /// The tile for a product of `m` pixels × `cout` channels: [`Tile::LARGE`] unless that
-    /// leaves fewer than 4 workgroups per 64 invocations' worth of work.
+    /// Workgroups of this tile for a product of `m` pixels × `cout` channels.
+    fn groups(self, m: usize, cout: usize) -> usize {
+        m.div_ceil(self.m() as usize) * cout.div_ceil(self.n() as usize)
+    }
+
+    /// The tile for a product of `m` pixels × `cout` channels (unless [`set_tile`] forces one):
+    /// the largest that still gives the GPU many workgroups: [`Tile::HUGE`] from 1,024 of them,
+    /// [`Tile::LARGE`] from 256, else [`Tile::SMALL`].
     pub fn for_shape(m: usize, cout: usize) -> Tile {
-        let large = Tile::LARGE;
-        let groups = m.div_ceil(large.m() as usize) * cout.div_ceil(large.n() as usize);
-        if groups >= 256 { large } else { Tile::SMALL }
+        if let Some(forced) = forced_tile() {
+            return forced;
+        }
+        if Tile::HUGE.groups(m, cout) >= 1024 {
+            Tile::HUGE
+        } else if Tile::LARGE.groups(m, cout) >= 256 {
+            Tile::LARGE
+        } else {
+            Tile::SMALL
+        }
+    }
+}
+
+/// The tile every convolution takes, or 0 for [`Tile::for_shape`]'s choice.
+static FORCED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Forces one tile on every convolution of the process (`None`: chosen per layer), for
+/// measuring the tiles against each other; `GLASSBOX_GPU_TILE=small|large|huge|auto` for the
+/// tool.
+pub fn set_tile(tile: Option<Tile>) {
+    let code = match tile {
+        None => 0,
+        Some(Tile::SMALL) => 1,
+        Some(Tile::LARGE) => 2,
+        Some(_) => 3,
+    };
+    FORCED.store(code, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn forced_tile() -> Option<Tile> {
+    match FORCED.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => Some(Tile::SMALL),
+        2 => Some(Tile::LARGE),
+        3 => Some(Tile::HUGE),
+        _ => None,
+    }
+}
+
+/// A tile by name: `small`, `large`, `huge`, or `auto` (`None`: chosen per layer).
+pub fn parse_tile(name: &str) -> crate::Result<Option<Tile>> {
+    match name {
+        "auto" => Ok(None),
+        "small" => Ok(Some(Tile::SMALL)),
+        "large" => Ok(Some(Tile::LARGE)),
+        "huge" => Ok(Some(Tile::HUGE)),
+        other => Err(crate::Error::InvalidArgument(format!(
+            "unknown tile '{other}' (auto, small, large, huge)"
+        ))),
     }
 }
 
@@ -163,6 +225,7 @@ fn conv2d_gemm_kernel<E: Float>(
     #[comptime] bk: u32,
     #[comptime] has_bias: bool,
     #[comptime] act: u32,
+    #[comptime] pointwise: bool,
     #[define(E)] _dtype: ElemType,
 ) {
     let bm = comptime!(tx_n * tm);
@@ -206,33 +269,59 @@ fn conv2d_gemm_kernel<E: Float>(
     // So is the reduction position of its weight loads.
     let b_kk = tid % bk;
     let b_nn0 = tid / bk;
+    // Where each of a slice's `bk` window positions reads, worked out once per slice by the
+    // first `bk` invocations (three integer divisions each) rather than by every load:
+    // the input channel's offset, the tap's row and column, and the weights' offset.
+    let mut k_c = Shared::<[u32]>::new_slice(comptime!(bk as usize));
+    let mut k_y = Shared::<[u32]>::new_slice(comptime!(bk as usize));
+    let mut k_x = Shared::<[u32]>::new_slice(comptime!(bk as usize));
+    let mut k_w = Shared::<[u32]>::new_slice(comptime!(bk as usize));
+    // A pointwise convolution reads channel `k` of its pixel: no table, no bounds.
+    let a_pixel = a_base + (a_oy * sh) * xsh + (a_ox * sw) * xsw;
 
     let mut k0 = 0u32;
     while k0 < k_total {
+        if comptime!(!pointwise) {
+            if tid < bk {
+                let k = select(k0 + tid < k_total, k0 + tid, k_total - 1);
+                let ci = k / khw;
+                let rest = k % khw;
+                let ky = rest / kw;
+                let kx = rest % kw;
+                k_c[tid as usize] = ci * xsc;
+                k_y[tid as usize] = ky;
+                k_x[tid as usize] = kx;
+                k_w[tid as usize] = ci * wsc + ky * wsh + kx * wsw;
+            }
+            sync_cube();
+        }
         #[unroll]
         for r in 0..a_loads {
             let kk = a_kk0 + r * a_step;
             let k = k0 + kk;
             let mut v = 0.0f32;
             if a_in && k < k_total {
-                let ci = k / khw;
-                let rest = k % khw;
-                let iy = a_iy0 + (rest / kw) as i32;
-                let ix = a_ix0 + (rest % kw) as i32;
-                if iy >= 0 && ix >= 0 && (iy as u32) < h && (ix as u32) < wd {
-                    v = f32::cast_from(
-                        x[(a_base + ci * xsc + (iy as u32) * xsh + (ix as u32) * xsw) as usize],
-                    );
+                if comptime!(pointwise) {
+                    v = f32::cast_from(x[(a_pixel + k * xsc) as usize]);
+                } else {
+                    let iy = a_iy0 + k_y[kk as usize] as i32;
+                    let ix = a_ix0 + k_x[kk as usize] as i32;
+                    if iy >= 0 && ix >= 0 && (iy as u32) < h && (ix as u32) < wd {
+                        v = f32::cast_from(
+                            x[(a_base + k_c[kk as usize] + (iy as u32) * xsh + (ix as u32) * xsw)
+                                as usize],
+                        );
+                    }
                 }
             }
             a_s[(kk * bm + a_mm) as usize] = v;
         }
         let bkk = k0 + b_kk;
         let b_in = bkk < k_total;
-        let bkk_c = select(b_in, bkk, 0u32);
-        let b_ci = bkk_c / khw;
-        let b_rest = bkk_c % khw;
-        let b_off = b_ci * wsc + (b_rest / kw) * wsh + (b_rest % kw) * wsw;
+        let mut b_off = bkk * wsc;
+        if comptime!(!pointwise) {
+            b_off = k_w[b_kk as usize];
+        }
         #[unroll]
         for r in 0..b_loads {
             let nn = b_nn0 + r * b_step;
@@ -319,6 +408,16 @@ fn cube_tensor(x: &Tensor<4>) -> Option<CubeTensor> {
 /// and f16, a device that is not a CubeCL GPU, or a grid over 65,535 workgroups along an axis).
 /// f16 tensors are read and written in f16 and summed in f32.
 pub fn conv2d(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Tensor<4>> {
+    conv2d_with_tile(conv, x, activation, None)
+}
+
+/// [`conv2d`] on the given tile (`None`: [`Tile::for_shape`]'s choice).
+pub fn conv2d_with_tile(
+    conv: &Conv2d,
+    x: &Tensor<4>,
+    activation: Activation,
+    tile: Option<Tile>,
+) -> Option<Tensor<4>> {
     let weight = conv.weight.val();
     let [cout, cin, kh, kw] = weight.dims();
     let [n, channels, height, width] = x.dims();
@@ -346,7 +445,7 @@ pub fn conv2d(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Te
     let (ho, wo) = ((padded_h - kh) / sh + 1, (padded_w - kw) / sw + 1);
     let m_total = n * ho * wo;
     let k_total = cin * kh * kw;
-    let tile = Tile::for_shape(m_total, cout);
+    let tile = tile.unwrap_or_else(|| Tile::for_shape(m_total, cout));
     if !tile.valid() {
         return None;
     }
@@ -429,6 +528,7 @@ pub fn conv2d(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Te
             tile.k,
             has_bias,
             act,
+            kh == 1 && kw == 1 && top == 0 && left == 0,
             elem,
         );
     }
