@@ -98,7 +98,7 @@ for run in "${runs[@]}"; do
     GLASSBOX_LAYERS_TOP=10 timeout "$limit" "$layers" "$m" "$batch" 3 >"$log" 2>&1 || rc=$?
   if [ "$rc" = 0 ]; then
     ips=$(grep -oE '[0-9]+ images/s' "$log" | head -n 1 | cut -d' ' -f1)
-    tflops=$(awk -v g="${gmac[$m]:-0}" -v r="$ips" 'BEGIN { printf "%.2f", 2 * g * r / 1000 }')
+    tflops=$(awk -v g="${gmac[$m]:-}" -v r="$ips" 'BEGIN { if (g == "") print "?"; else printf "%.2f", 2 * g * r / 1000 }')
     echo "$m $conv_name $precision: ${ips} images/s, convolutions at ${tflops} TFLOP/s"
   else
     echo "$m $conv_name $precision: FAILED ($(why "$rc" "$limit" "$log"))"

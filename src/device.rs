@@ -290,6 +290,11 @@ impl fmt::Display for Compute {
     }
 }
 
+/// The name of the process's GPU adapter, once it has been started.
+pub(crate) fn gpu_adapter() -> Option<String> {
+    Some(GPU.get()?.as_ref().ok()?.adapter_name().to_string())
+}
+
 /// The process-wide wgpu device, or why there is none, once [`gpu`] has asked for it.
 static GPU: OnceLock<std::result::Result<Compute, String>> = OnceLock::new();
 

@@ -58,7 +58,9 @@ pub fn classify(
     let probs = if ok.is_empty() {
         None
     } else {
-        Some(classifier.classify(&inputs)?)
+        let probabilities = classifier.classify(&inputs);
+        super::print_kernel_notices();
+        Some(probabilities?)
     };
 
     let mut stdout = std::io::stdout().lock();

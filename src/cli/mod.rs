@@ -77,6 +77,15 @@ pub fn print_notes(path: &Path, photo: &Photo) {
     }
 }
 
+/// Tells the user about glassbox GPU kernels that failed on this adapter (burn's kernels ran
+/// those layers instead, so nothing was lost), once each.
+pub fn print_kernel_notices() {
+    #[cfg(feature = "gpu")]
+    for notice in glassbox::model::gpu::tiled::take_notices() {
+        eprintln!("glassbox: {notice}");
+    }
+}
+
 /// Runs `one` on every image in turn, printing `[n/total] summary (seconds)` or the image's
 /// one-line error, and goes on after a failed image: the exit code is 2 if any failed.
 pub fn each_image(
@@ -87,7 +96,9 @@ pub fn each_image(
     let total = images.len();
     for (n, path) in images.iter().enumerate() {
         let started = std::time::Instant::now();
-        match one(path) {
+        let result = one(path);
+        print_kernel_notices();
+        match result {
             Ok(summary) => eprintln!(
                 "[{}/{total}] {summary} ({:.2} s)",
                 n + 1,

@@ -645,6 +645,31 @@ fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
     let dilated = Conv2dConfig::new([16, 16], [3, 3])
         .with_dilation([2, 2])
         .init(device);
+    // A tile over the adapter's limits (1,024 invocations and 33 KiB of workgroup memory) fails
+    // to compile or launch: declined, with a one-line notice naming the adapter and the layer,
+    // and the next request for it is declined without trying.
+    let oversized = Tile {
+        threads_x: 32,
+        threads_y: 32,
+        rows: 8,
+        cols: 8,
+        k: 16,
+    };
+    let conv = Conv2dConfig::new([16, 8], [3, 3]).init(device);
+    tiled::take_notices();
+    assert!(tiled::conv2d_with_tile(&conv, &x, none, Some(oversized)).is_none());
+    let notices = tiled::take_notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    eprintln!("notice: {}", notices[0]);
+    assert!(
+        notices[0].contains("failed on")
+            && notices[0].contains("16->8 3x3")
+            && !notices[0].contains('\n'),
+        "{}",
+        notices[0]
+    );
+    assert!(tiled::conv2d_with_tile(&conv, &x, none, Some(oversized)).is_none());
+    assert!(tiled::take_notices().is_empty());
     assert!(tiled::conv2d(&grouped, &x, none).is_none());
     assert!(tiled::conv2d(&dilated, &x, none).is_none());
 }

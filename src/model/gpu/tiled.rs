@@ -6,9 +6,12 @@
 //! window (`cin·kh·kw`). `A` is never built (no im2col buffer): each workgroup owns a tile of
 //! [`Tile::m`] pixels × [`Tile::n`] channels, and walks `k` in slices of [`Tile::k`], staging
 //! that slice of the input windows and of the weights in workgroup memory, from which each
-//! invocation accumulates a register block of [`Tile::rows`] × [`Tile::cols`] outputs. Padding
-//! is read as zeros at the load, bias and the activation (Relu, or a clamp such as Relu6) are
-//! applied at the store.
+//! invocation accumulates a register block of [`Tile::rows`] × [`Tile::cols`] outputs. Where a
+//! slice's window positions read is worked out once per slice, in workgroup memory; a pointwise
+//! (1×1, unpadded) convolution reads its channel directly. Padding is read as zeros at the load,
+//! bias and the activation (Relu, or a clamp such as Relu6) are applied at the store. Three
+//! tiles ([`Tile::SMALL`], [`Tile::LARGE`], [`Tile::HUGE`]) are chosen by the layer's size, not
+//! tuned: a first image pays for compiling the kernel only.
 //!
 //! Layout: the input and output are read and written through their strides, so NCHW and the
 //! channels-last views burn produces both work; the output is a new NCHW tensor. Invocation
@@ -32,6 +35,24 @@ use cubecl::ir::FloatKind;
 use cubecl::prelude::*;
 
 use crate::model::cpu::Activation;
+
+/// Kernel variants (tile, dtype, bias, activation, pointwise) that compiled and launched on
+/// this process's adapter, and those that did not, which burn's kernel runs instead.
+static VARIANTS: std::sync::Mutex<(Vec<Variant>, Vec<Variant>)> =
+    std::sync::Mutex::new((Vec::new(), Vec::new()));
+
+/// One-line notices of kernel variants that failed, for the application to show once each.
+static NOTICES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// What makes a compiled kernel of its own: the comptime parameters and the dtype.
+type Variant = (Tile, DType, bool, u32, bool);
+
+/// The notices of kernel variants that failed to compile or launch since the last call: each
+/// names the adapter and the layer, and says burn's kernel ran it instead (nothing is lost).
+/// The `glassbox` tool prints them as they come.
+pub fn take_notices() -> Vec<String> {
+    std::mem::take(&mut *NOTICES.lock().unwrap_or_else(|e| e.into_inner()))
+}
 
 /// Convolutions run by the kernel in this process so far.
 static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -457,6 +478,20 @@ pub fn conv2d_with_tile(
         return None;
     }
 
+    let (has_bias, pointwise) = (
+        conv.bias.is_some(),
+        kh == 1 && kw == 1 && top == 0 && left == 0,
+    );
+    let (act, lo, hi) = activation_code(activation);
+    let variant: Variant = (tile, dtype, has_bias, act, pointwise);
+    let known = {
+        let variants = VARIANTS.lock().unwrap_or_else(|e| e.into_inner());
+        if variants.1.contains(&variant) {
+            return None;
+        }
+        variants.0.contains(&variant)
+    };
+
     let xt = cube_tensor(x)?;
     let wt = cube_tensor(&weight)?;
     let bias = match &conv.bias {
@@ -478,8 +513,6 @@ pub fn conv2d_with_tile(
     let ws = wt.meta.strides().clone();
     let os = out.meta.strides().clone();
     let u = |v: usize| v as u32;
-    let (act, lo, hi) = activation_code(activation);
-    let has_bias = bias.is_some();
     // Without a bias the kernel never reads the buffer; bind the weights in its place.
     let bias_arg = bias.unwrap_or_else(|| wt.clone()).into_buffer_arg();
     // SAFETY: every index the kernel forms is checked against the sizes passed with it (pixels
@@ -528,9 +561,34 @@ pub fn conv2d_with_tile(
             tile.k,
             has_bias,
             act,
-            kh == 1 && kw == 1 && top == 0 && left == 0,
+            pointwise,
             elem,
         );
+    }
+    // A variant's first launch compiles it; a compile or launch failure shows at once (the
+    // device need not finish). Later launches of a variant that worked are not checked.
+    if !known {
+        let checked = client.check([&out.handle]);
+        let mut variants = VARIANTS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = checked {
+            variants.1.push(variant);
+            let adapter = crate::device::gpu_adapter().unwrap_or_else(|| "the GPU".into());
+            // The innermost cause, on one line, without the report's backtrace lines.
+            let report = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let cause = report.rsplit("Caused by: ").next().unwrap_or(&report);
+            let why = cause.split(" Backtrace").next().unwrap_or(cause).trim();
+            NOTICES.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
+                "glassbox's tiled convolution kernel ({}x{} tile, {dtype:?}) failed on {adapter} for a {cin}->{cout} {kh}x{kw} convolution ({why}); burn's kernel runs it instead",
+                tile.m(),
+                tile.n()
+            ));
+            return None;
+        }
+        variants.0.push(variant);
     }
 
     LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
