@@ -291,6 +291,7 @@ impl fmt::Display for Compute {
 }
 
 /// The name of the process's GPU adapter, once it has been started.
+#[cfg(feature = "gpu")]
 pub(crate) fn gpu_adapter() -> Option<String> {
     Some(GPU.get()?.as_ref().ok()?.adapter_name().to_string())
 }

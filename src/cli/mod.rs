@@ -81,7 +81,7 @@ pub fn print_notes(path: &Path, photo: &Photo) {
 /// those layers instead, so nothing was lost), once each.
 pub fn print_kernel_notices() {
     #[cfg(feature = "gpu")]
-    for notice in glassbox::model::gpu::tiled::take_notices() {
+    for notice in glassbox::model::gpu::take_notices() {
         eprintln!("glassbox: {notice}");
     }
 }

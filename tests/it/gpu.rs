@@ -656,9 +656,9 @@ fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
         k: 16,
     };
     let conv = Conv2dConfig::new([16, 8], [3, 3]).init(device);
-    tiled::take_notices();
+    glassbox::model::gpu::take_notices();
     assert!(tiled::conv2d_with_tile(&conv, &x, none, Some(oversized)).is_none());
-    let notices = tiled::take_notices();
+    let notices = glassbox::model::gpu::take_notices();
     assert_eq!(notices.len(), 1, "{notices:?}");
     eprintln!("notice: {}", notices[0]);
     assert!(
@@ -669,12 +669,13 @@ fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
         notices[0]
     );
     assert!(tiled::conv2d_with_tile(&conv, &x, none, Some(oversized)).is_none());
-    assert!(tiled::take_notices().is_empty());
+    assert!(glassbox::model::gpu::take_notices().is_empty());
     assert!(tiled::conv2d(&grouped, &x, none).is_none());
     assert!(tiled::conv2d(&dilated, &x, none).is_none());
 }
 
-/// Every built-in model, its dense convolutions on glassbox's tiled kernel on the adapter, gives
+/// Every built-in model, its dense convolutions on glassbox's tiled kernel and its depthwise
+/// convolutions and max pooling on its window kernel on the adapter, gives
 /// the CPU's probabilities within 1e-5 (and in f16 burn's f16 probabilities within 5e-3), and the
 /// kernel did run (on every model that is not a
 /// test fixture). A model with a weight over the
@@ -694,6 +695,7 @@ fn every_model_on_the_tiled_kernel_matches_the_cpu() {
             .expect("classify on the CPU");
         let on_gpu = Classifier::load(info, &compute).expect("load on wgpu");
         let before = tiled::launches();
+        let windows_before = gpu::window::launches();
         let got = match gpu::with_path(ConvPath::Tiled, || on_gpu.classify(&inputs)) {
             Err(glassbox::Error::Device { reason, .. }) if reason.contains("largest buffer") => {
                 eprintln!("SKIPPED {}: {reason}", info.id());
@@ -704,6 +706,12 @@ fn every_model_on_the_tiled_kernel_matches_the_cpu() {
         // The test fixtures are small graphs, some without a dense convolution.
         let ran = tiled::launches() > before;
         assert!(ran || info.fixture(), "{}: the kernel never ran", info.id());
+        // Lite0's depthwise convolutions and GoogLeNet's max pooling.
+        assert!(
+            gpu::window::launches() > windows_before || info.fixture(),
+            "{}: the window kernel never ran",
+            info.id()
+        );
         compared += 1;
         let worst = got
             .as_slice()
@@ -741,4 +749,140 @@ fn every_model_on_the_tiled_kernel_matches_the_cpu() {
         eprintln!("{}: f16, tiled vs burn's kernels: {worst:.1e}", info.id());
     }
     assert!(compared >= 3, "only {compared} models compared");
+}
+
+/// glassbox's window kernels (`glassbox::model::gpu::window`) equal burn's on the adapter:
+/// depthwise convolutions as EfficientNet-Lite0 has them (3×3 and 5×5, strides 1 and 2, its
+/// asymmetric TF-SAME padding, Relu6's clamp, with and without bias) and max pooling as
+/// GoogLeNet and AlexNet have it (3×3 at stride 2 in ceil mode and without, 3×3 at stride 1
+/// padded by 1), over planes that leave partial tiles; in f32 within 1e-5 relative and in f16
+/// (against burn's f32 on the same rounded values) within 2e-3.
+#[test]
+fn the_window_kernels_equal_burns_on_the_gpu() {
+    use burn::module::Param;
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::nn::pool::MaxPool2dConfig;
+    use burn::tensor::{DType, Tensor, TensorData};
+    use glassbox::model::cpu::Activation;
+    use glassbox::model::gpu::window;
+    let Some(compute) = gpu_with_f16() else {
+        return;
+    };
+    let device = compute.device();
+    let input = |shape: [usize; 4]| {
+        let len: usize = shape.iter().product();
+        let values: Vec<f32> = (0..len)
+            .map(|i| ((i * 7919 % 1009) as f32) / 504.5 - 1.0)
+            .collect();
+        Tensor::<4>::from_data(TensorData::new(values, shape), device)
+    };
+    let close = |got: Tensor<4>, want: Tensor<4>, tolerance: f32, case: &str| {
+        assert_eq!(got.dims(), want.dims(), "{case}");
+        let got: Vec<f32> = got.cast(DType::F32).into_data().try_to_vec().expect("f32");
+        let want: Vec<f32> = want.cast(DType::F32).into_data().try_to_vec().expect("f32");
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= tolerance * (1.0 + b.abs()),
+                "{case}: element {i}: {a} vs {b}"
+            );
+        }
+    };
+    let relu6 = Activation::Clamp(0.0, 6.0);
+    let depthwise = [
+        (32, 3, 1, [1, 1, 1, 1], true, relu6, [2, 32, 23, 21]),
+        (16, 3, 2, [0, 0, 1, 1], true, relu6, [3, 16, 35, 34]),
+        (
+            24,
+            5,
+            1,
+            [2, 2, 2, 2],
+            false,
+            Activation::None,
+            [1, 24, 17, 19],
+        ),
+        (
+            40,
+            5,
+            2,
+            [1, 1, 2, 2],
+            true,
+            Activation::Relu,
+            [2, 40, 28, 28],
+        ),
+    ];
+    for (c, k, stride, [t, l, b, r], bias, activation, shape) in depthwise {
+        let conv = Conv2dConfig::new([c, c], [k, k])
+            .with_groups(c)
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(t, l, b, r))
+            .with_bias(bias)
+            .init(device);
+        let x = input(shape);
+        let case = format!("depthwise {c} {k}x{k} stride {stride} {activation:?} {shape:?}");
+        let act = |y: Tensor<4>| match activation {
+            Activation::None => y,
+            Activation::Relu => burn::tensor::activation::relu(y),
+            Activation::Clamp(lo, hi) => y.clamp(lo, hi),
+        };
+        let got = window::depthwise(&conv, &x, activation).expect("applies");
+        close(got, act(conv.forward(x.clone())), 1e-5, &case);
+        let mut half = conv.clone();
+        half.weight = Param::from_tensor(conv.weight.val().cast(DType::F16));
+        half.bias = conv
+            .bias
+            .as_ref()
+            .map(|b| Param::from_tensor(b.val().cast(DType::F16)));
+        let mut rounded = conv.clone();
+        rounded.weight = Param::from_tensor(half.weight.val().cast(DType::F32));
+        rounded.bias = half
+            .bias
+            .as_ref()
+            .map(|b| Param::from_tensor(b.val().cast(DType::F32)));
+        let x16 = x.cast(DType::F16);
+        let got = window::depthwise(&half, &x16, activation).expect("applies in f16");
+        assert_eq!(got.dtype(), DType::F16);
+        close(
+            got,
+            act(rounded.forward(x16.cast(DType::F32))),
+            2e-3,
+            &format!("{case}, f16"),
+        );
+    }
+    let pools = [
+        (3, 2, [0, 0, 0, 0], true, [2, 64, 112, 112]),
+        (3, 2, [0, 0, 0, 0], false, [2, 48, 27, 27]),
+        (3, 1, [1, 1, 1, 1], false, [3, 32, 14, 13]),
+        (3, 2, [0, 0, 1, 1], false, [1, 16, 56, 57]),
+    ];
+    for (k, stride, [t, l, b, r], ceil, shape) in pools {
+        let pool = MaxPool2dConfig::new([k, k])
+            .with_strides([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(t, l, b, r))
+            .with_ceil_mode(ceil)
+            .init();
+        let x = input(shape);
+        let case = format!("max pool {k}x{k} stride {stride} ceil {ceil} {shape:?}");
+        let got = window::max_pool2d(&pool, &x).expect("applies");
+        close(got, pool.forward(x.clone()), 0.0, &case);
+        let x16 = x.cast(DType::F16);
+        let got = window::max_pool2d(&pool, &x16).expect("applies in f16");
+        close(got, pool.forward(x16), 0.0, &format!("{case}, f16"));
+    }
+    // A NaN in a pooling window comes out as NaN (as the CPU kernel has it), and only there.
+    let pool = MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).init();
+    let mut values = vec![0.5f32; 2 * 9 * 9];
+    values[9 * 4 + 4] = f32::NAN;
+    let x = Tensor::<4>::from_data(TensorData::new(values, [1, 2, 9, 9]), device);
+    let got: Vec<f32> = window::max_pool2d(&pool, &x)
+        .expect("applies")
+        .into_data()
+        .try_to_vec()
+        .expect("f32");
+    let nan: Vec<usize> = (0..got.len()).filter(|&i| got[i].is_nan()).collect();
+    // Output 4×4 per channel; input (4, 4) lies in the windows of outputs (1..=2, 1..=2).
+    assert_eq!(nan, vec![5, 6, 9, 10], "{got:?}");
+    // A dense convolution is not the depthwise kernel's.
+    let dense = Conv2dConfig::new([8, 8], [3, 3]).init(device);
+    assert!(window::depthwise(&dense, &input([1, 8, 8, 8]), Activation::None).is_none());
 }

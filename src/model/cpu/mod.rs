@@ -50,6 +50,7 @@ pub use activation::Activation;
 pub use conv::conv2d;
 pub use lrn::lrn;
 pub use pool::max_pool2d;
+pub(crate) use pool::pool_output_size;
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 

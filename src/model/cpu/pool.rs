@@ -2,7 +2,7 @@
 
 use super::phases::{PhasePlanes, Phases, plane_tasks};
 use super::{Activation, enabled_on, flex_tensor, padding, values};
-use crate::model::simd;
+use crate::model::{gpu, simd};
 use burn::nn::pool::MaxPool2d;
 use burn::tensor::Tensor;
 use std::mem::MaybeUninit;
@@ -10,21 +10,27 @@ use std::mem::MaybeUninit;
 /// `pool` applied to `x`.
 pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     if !enabled_on(&x) {
+        if x.device() != burn::tensor::Device::flex()
+            && let Some(y) = gpu::max_pool2d(pool, &x)
+        {
+            return y;
+        }
         return pool.forward(x);
     }
     max_pool_flex(pool, &x).unwrap_or_else(|| pool.forward(x))
 }
 
-/// Max pooling (padding ignored, as `-inf`), or `None` where this kernel does not apply.
-fn max_pool_flex(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
-    let [_, _, height, width] = x.dims();
+/// The output height and width of `pool` over a `height` × `width` input, PyTorch's rule
+/// (ceil mode: the last window must start inside the input or its leading padding), or `None`
+/// where a window does not fit.
+pub(crate) fn pool_output_size(
+    pool: &MaxPool2d,
+    height: usize,
+    width: usize,
+) -> Option<[usize; 2]> {
     let [kh, kw] = pool.kernel_size;
     let [sh, sw] = pool.stride;
     let [top, left, bottom, right] = padding(&pool.padding)?;
-    // Padding of a whole kernel or more would make windows of padding only (PyTorch refuses it).
-    if pool.dilation != [1, 1] || sh == 0 || sw == 0 || kh == 0 || kw == 0 || left >= kw {
-        return None;
-    }
     let out_len = |size: usize, pad_lo: usize, pad_hi: usize, k: usize, s: usize| {
         let span = (size + pad_lo + pad_hi).checked_sub(k)?;
         let mut out = if pool.ceil_mode {
@@ -32,16 +38,28 @@ fn max_pool_flex(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
         } else {
             span / s + 1
         };
-        // PyTorch's rule: the last window must start inside the input or its left padding.
         if pool.ceil_mode && (out - 1) * s >= size + pad_lo {
             out -= 1;
         }
         Some(out)
     };
-    let (out_height, out_width) = (
+    Some([
         out_len(height, top, bottom, kh, sh)?,
         out_len(width, left, right, kw, sw)?,
-    );
+    ])
+}
+
+/// Max pooling (padding ignored, as `-inf`), or `None` where this kernel does not apply.
+fn max_pool_flex(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
+    let [_, _, height, width] = x.dims();
+    let [kh, kw] = pool.kernel_size;
+    let [sh, sw] = pool.stride;
+    let [top, left, _, _] = padding(&pool.padding)?;
+    // Padding of a whole kernel or more would make windows of padding only (PyTorch refuses it).
+    if pool.dilation != [1, 1] || sh == 0 || sw == 0 || kh == 0 || kw == 0 || left >= kw {
+        return None;
+    }
+    let [out_height, out_width] = pool_output_size(pool, height, width)?;
     // The padding the windows actually read on the bottom and right: in ceil mode the last
     // windows may hang past the explicit padding (that part is -inf as well), and windows that
     // would start in the padding are not computed.

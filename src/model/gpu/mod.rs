@@ -19,11 +19,13 @@
 //!   written once, at the price of a block `kh·kw` times the input. The batch is split so that
 //!   no block exceeds the GPU's buffer limit. Not yet timed on a hardware GPU.
 //!
-//! - [`ConvPath::Tiled`]: glassbox's own kernel ([`tiled`]), an implicit GEMM tiled through
+//! - [`ConvPath::Tiled`]: glassbox's own kernels: `tiled`, an implicit GEMM tiled through
 //!   workgroup memory with a register block per invocation and the bias and activation applied
-//!   at the store; no im2col buffer, one launch per convolution, and no autotuning (a fixed tile
-//!   chosen from the layer's shape). It takes every dense convolution, 1×1 included. Checked
-//!   against burn's kernels on lavapipe; not yet timed on a hardware GPU.
+//!   at the store (no im2col buffer, one launch per convolution, and no autotuning: a fixed
+//!   tile chosen from the layer's shape), for every dense convolution, 1×1 included; and
+//!   `window`, for depthwise convolutions and max pooling, from input patches staged in
+//!   workgroup memory. Checked against burn's kernels on lavapipe; not yet timed on a hardware
+//!   GPU. (Both need the default `gpu` cargo feature.)
 //!
 //! All are off by default: [`set_path`] chooses for the whole process, `GLASSBOX_GPU_CONV=taps`,
 //! `=im2col` or `=tiled` for the command-line tool.
@@ -31,6 +33,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Tensor, s};
 
@@ -38,7 +41,13 @@ use crate::model::cpu::Activation;
 use crate::{Error, Result};
 
 #[cfg(feature = "gpu")]
+mod cube;
+#[cfg(feature = "gpu")]
 pub mod tiled;
+#[cfg(feature = "gpu")]
+pub mod window;
+#[cfg(feature = "gpu")]
+pub use cube::take_notices;
 
 /// How the generated models run dense convolutions on a GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -139,11 +148,27 @@ pub fn conv2d(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Te
             crate::device::gpu_buffer_limit().unwrap_or(FALLBACK_BUFFER_LIMIT),
         ),
         #[cfg(feature = "gpu")]
-        ConvPath::Tiled => return tiled::conv2d(conv, x, activation),
+        ConvPath::Tiled => {
+            return tiled::conv2d(conv, x, activation)
+                .or_else(|| window::depthwise(conv, x, activation));
+        }
         #[cfg(not(feature = "gpu"))]
         ConvPath::Tiled => None,
     };
     y.map(|y| activation.burn(y))
+}
+
+/// `pool` applied to `x` by glassbox's window kernel where the process's [`path`] is
+/// [`ConvPath::Tiled`], or `None` where burn's kernel is kept.
+pub fn max_pool2d(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
+    match path() {
+        #[cfg(feature = "gpu")]
+        ConvPath::Tiled => window::max_pool2d(pool, x),
+        _ => {
+            let _ = (pool, x);
+            None
+        }
+    }
 }
 
 /// Fewest input channels for which the matrix products are used: each product's inner

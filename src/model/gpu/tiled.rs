@@ -25,34 +25,12 @@
 //! built-in model on lavapipe, within 1e-5 relative).
 
 use burn::nn::conv::Conv2d;
-use burn::tensor::{DType, Tensor};
-use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{Cube, CubeBackend};
-use burn_fusion::NoOp;
-use burn_fusion::stream::StreamId;
-use burn_ir::{BackendIr, InitOperationIr, OperationIr};
-use cubecl::ir::FloatKind;
+use burn::tensor::Tensor;
 use cubecl::prelude::*;
 
+use super::cube::{cube_tensor, elem_type, first_launch_ok, into_tensor, known};
+
 use crate::model::cpu::Activation;
-
-/// Kernel variants (tile, dtype, bias, activation, pointwise) that compiled and launched on
-/// this process's adapter, and those that did not, which burn's kernel runs instead.
-static VARIANTS: std::sync::Mutex<(Vec<Variant>, Vec<Variant>)> =
-    std::sync::Mutex::new((Vec::new(), Vec::new()));
-
-/// One-line notices of kernel variants that failed, for the application to show once each.
-static NOTICES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-
-/// What makes a compiled kernel of its own: the comptime parameters and the dtype.
-type Variant = (Tile, DType, bool, u32, bool);
-
-/// The notices of kernel variants that failed to compile or launch since the last call: each
-/// names the adapter and the layer, and says burn's kernel ran it instead (nothing is lost).
-/// The `glassbox` tool prints them as they come.
-pub fn take_notices() -> Vec<String> {
-    std::mem::take(&mut *NOTICES.lock().unwrap_or_else(|e| e.into_inner()))
-}
 
 /// Convolutions run by the kernel in this process so far.
 static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -194,7 +172,7 @@ pub fn parse_tile(name: &str) -> crate::Result<Option<Tile>> {
 }
 
 /// What the kernel applies at the store: 0 nothing, 1 Relu, 2 a clamp to `[lo, hi]`.
-fn activation_code(activation: Activation) -> (u32, f32, f32) {
+pub(super) fn activation_code(activation: Activation) -> (u32, f32, f32) {
     match activation {
         Activation::None => (0, 0.0, 0.0),
         Activation::Relu => (1, 0.0, 0.0),
@@ -416,14 +394,6 @@ fn conv2d_gemm_kernel<E: Float>(
     }
 }
 
-/// A float tensor's CubeCL tensor (waiting for the fusion stream that produces it), or `None`
-/// off a CubeCL device.
-fn cube_tensor(x: &Tensor<4>) -> Option<CubeTensor> {
-    let fused = x.clone().try_into_primitive::<Cube>().ok()?;
-    let client = fused.client.clone();
-    Some(client.resolve_tensor_float::<CubeBackend>(fused))
-}
-
 /// `conv` applied to `x` with `activation`, by the implicit-GEMM kernel, or `None` where the
 /// kernel does not apply (grouped or dilated convolutions, `Same` padding, a dtype other than f32
 /// and f16, a device that is not a CubeCL GPU, or a grid over 65,535 workgroups along an axis).
@@ -453,11 +423,7 @@ pub fn conv2d_with_tile(
         return None;
     }
     let dtype = x.dtype();
-    let elem = match dtype {
-        DType::F32 => ElemType::Float(FloatKind::F32),
-        DType::F16 => ElemType::Float(FloatKind::F16),
-        _ => return None,
-    };
+    let elem = elem_type(dtype)?;
     let [top, left, bottom, right] = super::super::cpu::padding(&conv.padding)?;
     let (padded_h, padded_w) = (height + top + bottom, width + left + right);
     if padded_h < kh || padded_w < kw {
@@ -483,13 +449,11 @@ pub fn conv2d_with_tile(
         kh == 1 && kw == 1 && top == 0 && left == 0,
     );
     let (act, lo, hi) = activation_code(activation);
-    let variant: Variant = (tile, dtype, has_bias, act, pointwise);
-    let known = {
-        let variants = VARIANTS.lock().unwrap_or_else(|e| e.into_inner());
-        if variants.1.contains(&variant) {
-            return None;
-        }
-        variants.0.contains(&variant)
+    let variant = format!("conv {tile:?} {dtype:?} {has_bias} {act} {pointwise}");
+    let checked = match known(&variant) {
+        Some(false) => return None,
+        Some(true) => true,
+        None => false,
     };
 
     let xt = cube_tensor(x)?;
@@ -498,10 +462,6 @@ pub fn conv2d_with_tile(
         Some(b) => Some(cube_tensor(&b.val().reshape([1, 1, 1, cout]))?),
         None => None,
     };
-    let fused = x.clone().try_into_primitive::<Cube>().ok()?;
-    let fusion_client = fused.client.clone();
-    drop(fused);
-
     let client = xt.client.clone();
     let out = burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
         client.clone(),
@@ -565,45 +525,21 @@ pub fn conv2d_with_tile(
             elem,
         );
     }
-    // A variant's first launch compiles it; a compile or launch failure shows at once (the
-    // device need not finish). Later launches of a variant that worked are not checked.
-    if !known {
-        let checked = client.check([&out.handle]);
-        let mut variants = VARIANTS.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = checked {
-            variants.1.push(variant);
-            let adapter = crate::device::gpu_adapter().unwrap_or_else(|| "the GPU".into());
-            // The innermost cause, on one line, without the report's backtrace lines.
-            let report = e
-                .to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
-            let cause = report.rsplit("Caused by: ").next().unwrap_or(&report);
-            let why = cause.split(" Backtrace").next().unwrap_or(cause).trim();
-            NOTICES.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
-                "glassbox's tiled convolution kernel ({}x{} tile, {dtype:?}) failed on {adapter} for a {cin}->{cout} {kh}x{kw} convolution ({why}); burn's kernel runs it instead",
+    if !checked
+        && !first_launch_ok(
+            variant,
+            &client,
+            &out,
+            &format!(
+                "glassbox's tiled convolution kernel ({}x{} tile, {dtype:?})",
                 tile.m(),
                 tile.n()
-            ));
-            return None;
-        }
-        variants.0.push(variant);
-    }
-
-    LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let shape = out.meta.shape().clone();
-    let handle = <CubeBackend as BackendIr>::float_tensor_handle(out);
-    let desc = InitOperationIr::create(shape, dtype, || {
-        fusion_client.register_tensor_handle(handle)
-    });
-    let fused = fusion_client
-        .register(
-            StreamId::current(),
-            OperationIr::Init(desc),
-            NoOp::<CubeBackend>::new(),
+            ),
+            || format!("a {cin}->{cout} {kh}x{kw} convolution"),
         )
-        .into_iter()
-        .next()?;
-    Some(Tensor::from_primitive::<Cube>(fused))
+    {
+        return None;
+    }
+    LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    into_tensor(out, x)
 }

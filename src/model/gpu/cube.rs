@@ -1,0 +1,118 @@
+//! What glassbox's CubeCL kernels share: burn tensors in and out through burn's fusion stream,
+//! and the first-launch check that hands a kernel variant the adapter cannot run to burn.
+
+use std::sync::Mutex;
+
+use burn::tensor::{DType, Tensor};
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{Cube, CubeBackend};
+use burn_fusion::NoOp;
+use burn_fusion::stream::StreamId;
+use burn_ir::{BackendIr, InitOperationIr, OperationIr};
+use cubecl::ir::{ElemType, FloatKind};
+use cubecl::prelude::Client;
+
+/// Kernel variants (each kernel's comptime parameters and dtype, as text) that compiled and
+/// launched on this process's adapter, and those that did not, which burn's kernels run instead.
+static VARIANTS: Mutex<(Vec<String>, Vec<String>)> = Mutex::new((Vec::new(), Vec::new()));
+
+/// One-line notices of kernel variants that failed, for the application to show once each.
+static NOTICES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The notices of kernel variants that failed to compile or launch since the last call: each
+/// names the kernel, the adapter and the layer, and says burn's kernel ran it instead (nothing
+/// is lost). The `glassbox` tool prints them as they come.
+pub fn take_notices() -> Vec<String> {
+    std::mem::take(&mut *NOTICES.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Whether `variant` has launched here before (`Some(true)`), failed before (`Some(false)`:
+/// do not try it again), or is new (`None`).
+pub(crate) fn known(variant: &str) -> Option<bool> {
+    let variants = VARIANTS.lock().unwrap_or_else(|e| e.into_inner());
+    if variants.1.iter().any(|v| v == variant) {
+        Some(false)
+    } else if variants.0.iter().any(|v| v == variant) {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// After the first launch of `variant`, which wrote `out`: whether it compiled and launched
+/// (a failure shows at once; the device need not finish). A failure is remembered, so the
+/// variant is not tried again, and leaves one notice naming `what` failed on the adapter for
+/// `layer`.
+pub(crate) fn first_launch_ok(
+    variant: String,
+    client: &Client,
+    out: &CubeTensor,
+    what: &str,
+    layer: impl FnOnce() -> String,
+) -> bool {
+    let checked = client.check([&out.handle]);
+    let mut variants = VARIANTS.lock().unwrap_or_else(|e| e.into_inner());
+    let Err(e) = checked else {
+        variants.0.push(variant);
+        return true;
+    };
+    variants.1.push(variant);
+    let adapter = crate::device::gpu_adapter().unwrap_or_else(|| "the GPU".into());
+    // The innermost cause, on one line, without the report's backtrace lines.
+    let report = e
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let cause = report.rsplit("Caused by: ").next().unwrap_or(&report);
+    let why = cause.split(" Backtrace").next().unwrap_or(cause).trim();
+    NOTICES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(format!(
+            "{what} failed on {adapter} for {} ({why}); burn's kernel runs it instead",
+            layer()
+        ));
+    false
+}
+
+/// A float tensor's CubeCL tensor (waiting for the fusion stream that produces it), or `None`
+/// off a CubeCL device.
+pub(crate) fn cube_tensor(x: &Tensor<4>) -> Option<CubeTensor> {
+    let fused = x.clone().try_into_primitive::<Cube>().ok()?;
+    let client = fused.client.clone();
+    Some(client.resolve_tensor_float::<CubeBackend>(fused))
+}
+
+/// The kernels' element type for a burn float type they handle (f32 and f16).
+pub(crate) fn elem_type(dtype: DType) -> Option<ElemType> {
+    match dtype {
+        DType::F32 => Some(ElemType::Float(FloatKind::F32)),
+        DType::F16 => Some(ElemType::Float(FloatKind::F16)),
+        _ => None,
+    }
+}
+
+/// A kernel's output as a burn tensor on `like`'s fusion stream.
+pub(crate) fn into_tensor(out: CubeTensor, like: &Tensor<4>) -> Option<Tensor<4>> {
+    let fusion_client = like
+        .clone()
+        .try_into_primitive::<Cube>()
+        .ok()?
+        .client
+        .clone();
+    let (shape, dtype) = (out.meta.shape().clone(), out.dtype);
+    let handle = <CubeBackend as BackendIr>::float_tensor_handle(out);
+    let desc = InitOperationIr::create(shape, dtype, || {
+        fusion_client.register_tensor_handle(handle)
+    });
+    let fused = fusion_client
+        .register(
+            StreamId::current(),
+            OperationIr::Init(desc),
+            NoOp::<CubeBackend>::new(),
+        )
+        .into_iter()
+        .next()?;
+    Some(Tensor::from_primitive::<Cube>(fused))
+}
