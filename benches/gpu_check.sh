@@ -18,8 +18,9 @@
 #     huge tile forced on every layer, and burn's matmul through tap sums and im2col;
 #     then the per-kind profile and the slowest statements of each GoogLeNet f32 run;
 #  4. warm end to end, GoogLeNet (torchvision): LIME (1000 samples), 10×10 and 20×20 occlusion,
-#     burn's kernels against the tiled kernel, f32 and f16: first image and the mean of three
-#     warm ones, in one process each.
+#     burn's kernels against the tiled kernel, f32 and f16, and (f32) the occlusions again by
+#     incremental inference on the GPU (GLASSBOX_INCREMENTAL_GPU=1, off by default until these
+#     figures exist): first image and the mean of three warm ones, in one process each.
 #
 # Environment: GLASSBOX_CHECK_SECTIONS (default "1 2 3 4"; a device check that must be split runs
 # "1 2 3" and "4" as two calls), GLASSBOX_CHECK_TIMEOUT seconds per run (default 90; a cold
@@ -114,10 +115,16 @@ if [[ $sections == *" 4 "* ]]; then
 echo "== 4. warm end to end, $main: first image, then the mean of three warm ones"
 for precision in f32 f16; do
   for conv in burn tiled; do
-    for job in "lime" "arbitrary --grid 10" "arbitrary --grid 20"; do
+    for job in "lime" "arbitrary --grid 10" "arbitrary --grid 20" "incremental arbitrary --grid 10" "incremental arbitrary --grid 20"; do
       read -ra how <<<"$job"
+      # GLASSBOX_INCREMENTAL_GPU turns incremental inference on whatever its value: set or not.
+      envs=("GLASSBOX_GPU_CONV=$conv")
+      if [ "${how[0]}" = incremental ]; then
+        [ "$precision" = f32 ] || continue # f16 runs in full
+        envs+=(GLASSBOX_INCREMENTAL_GPU=1) how=("${how[@]:1}")
+      fi
       log=$scratch/explain.log rc=0
-      GLASSBOX_GPU_CONV=$conv timeout "$limit" "$bin" explain "$img" "$img" "$img" "$img" \
+      env -u GLASSBOX_INCREMENTAL_GPU "${envs[@]}" timeout "$limit" "$bin" explain "$img" "$img" "$img" "$img" \
         --model "$main" --device gpu --precision "$precision" --steps 0 --out "$scratch/out" \
         --method "${how[@]}" >"$log" 2>&1 || rc=$?
       if [ "$rc" = 0 ]; then
