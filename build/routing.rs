@@ -3,9 +3,10 @@
 
 use std::fmt::Write as _;
 
-/// Routes the generated `forward`'s convolutions and max pools through `crate::model::cpu`
-/// (glassbox's CPU kernels, burn's elsewhere), folding into a convolution the `Relu` or `Clip`
-/// on the next line when that is the only use of its output.
+/// Routes the generated `forward`'s convolutions, fully connected layers and max pools through
+/// `crate::model::cpu` (glassbox's CPU kernels, burn's elsewhere), folding into a convolution
+/// or a fully connected layer the `Relu` or `Clip` on the next line when that is the only use
+/// of its output.
 pub(crate) fn use_cpu_kernels(source: &str) -> String {
     let lines: Vec<&str> = source.lines().collect();
     let Some(start) = lines
@@ -41,9 +42,15 @@ pub(crate) fn use_cpu_kernels(source: &str) -> String {
             ));
             continue;
         }
-        let Some((name, field, arg)) = module_call(line, "conv2d") else {
-            out.push(line.to_string());
-            continue;
+        let (kernel, (name, field, arg)) = match module_call(line, "conv2d") {
+            Some(call) => ("conv2d", call),
+            None => match module_call(line, "linear") {
+                Some(call) => ("linear", call),
+                None => {
+                    out.push(line.to_string());
+                    continue;
+                }
+            },
         };
         let activation = lines
             .get(i)
@@ -57,7 +64,7 @@ pub(crate) fn use_cpu_kernels(source: &str) -> String {
             None => (name, "None".to_string()),
         };
         out.push(format!(
-            "        let {name} = crate::model::cpu::conv2d(&self.{field}, {arg}, crate::model::cpu::Activation::{activation});"
+            "        let {name} = crate::model::cpu::{kernel}(&self.{field}, {arg}, crate::model::cpu::Activation::{activation});"
         ));
     }
     out.extend(lines[end..].iter().map(|l| l.to_string()));

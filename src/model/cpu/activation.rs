@@ -19,7 +19,7 @@ pub enum Activation {
 
 impl Activation {
     /// Applies it as burn would (the fallback path).
-    pub(crate) fn burn(self, y: Tensor<4>) -> Tensor<4> {
+    pub(crate) fn burn<const D: usize>(self, y: Tensor<D>) -> Tensor<D> {
         match self {
             Activation::None => y,
             Activation::Relu => burn::tensor::activation::relu(y),

@@ -42,12 +42,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 mod activation;
 mod conv;
 mod depthwise;
+mod linear;
 mod lrn;
 mod phases;
 mod pool;
 
 pub use activation::Activation;
 pub use conv::conv2d;
+pub use linear::linear;
 pub use lrn::lrn;
 pub use pool::max_pool2d;
 pub(crate) use pool::pool_output_size;

@@ -22,7 +22,8 @@
 //! - [`ConvPath::Tiled`]: glassbox's own kernels: `tiled`, an implicit GEMM tiled through
 //!   workgroup memory with a register block per invocation and the bias and activation applied
 //!   at the store (no im2col buffer, one launch per convolution, and no autotuning: a fixed
-//!   tile chosen from the layer's shape), for every dense convolution, 1×1 included; and
+//!   tile chosen from the layer's shape), for every dense convolution, 1×1 included, and every
+//!   fully connected layer; and
 //!   `window`, for depthwise convolutions and max pooling, from input patches staged in
 //!   workgroup memory. Checked against burn's kernels on lavapipe; not yet timed on a hardware
 //!   GPU. (Both need the default `gpu` cargo feature.)
@@ -32,6 +33,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
 use burn::tensor::ops::PadMode;
@@ -156,6 +158,19 @@ pub fn conv2d(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Te
         ConvPath::Tiled => None,
     };
     y.map(|y| activation.burn(y))
+}
+
+/// `linear` then `activation` applied to `x` (`[n, in]`) by glassbox's tiled kernel where the
+/// process's [`path`] is [`ConvPath::Tiled`], or `None` where burn's matrix product is kept.
+pub fn linear(linear: &Linear, x: &Tensor<2>, activation: Activation) -> Option<Tensor<2>> {
+    match path() {
+        #[cfg(feature = "gpu")]
+        ConvPath::Tiled => tiled::linear(linear, x, activation),
+        _ => {
+            let _ = (linear, x, activation);
+            None
+        }
+    }
 }
 
 /// `pool` applied to `x` by glassbox's window kernel where the process's [`path`] is

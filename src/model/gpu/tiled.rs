@@ -24,6 +24,7 @@
 //! rounding (`tests/it/gpu.rs` checks every dense convolution shape of every
 //! built-in model on lavapipe, within 1e-5 relative).
 
+use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use cubecl::prelude::*;
@@ -409,137 +410,187 @@ pub fn conv2d_with_tile(
     activation: Activation,
     tile: Option<Tile>,
 ) -> Option<Tensor<4>> {
-    let weight = conv.weight.val();
-    let [cout, cin, kh, kw] = weight.dims();
-    let [n, channels, height, width] = x.dims();
-    let [sh, sw] = conv.stride;
-    if conv.groups != 1
-        || channels != cin
-        || conv.dilation != [1, 1]
-        || sh == 0
-        || sw == 0
-        || weight.dtype() != x.dtype()
-    {
+    if conv.groups != 1 || conv.dilation != [1, 1] {
         return None;
     }
-    let dtype = x.dtype();
-    let elem = elem_type(dtype)?;
-    let [top, left, bottom, right] = super::super::cpu::padding(&conv.padding)?;
-    let (padded_h, padded_w) = (height + top + bottom, width + left + right);
-    if padded_h < kh || padded_w < kw {
-        return None;
+    Gemm {
+        x,
+        weight: conv.weight.val(),
+        bias: conv.bias.as_ref().map(|b| b.val()),
+        stride: conv.stride,
+        padding: super::super::cpu::padding(&conv.padding)?,
+        activation,
+        layer: "convolution",
     }
-    let (ho, wo) = ((padded_h - kh) / sh + 1, (padded_w - kw) / sw + 1);
-    let m_total = n * ho * wo;
-    let k_total = cin * kh * kw;
-    let tile = tile.unwrap_or_else(|| Tile::for_shape(m_total, cout));
-    if !tile.valid() {
-        return None;
-    }
-    let groups = [
-        m_total.div_ceil(tile.m() as usize),
-        cout.div_ceil(tile.n() as usize),
-    ];
-    if groups.iter().any(|&g| g > 65_535) || m_total > u32::MAX as usize / 2 {
-        return None;
-    }
+    .run(tile)
+}
 
-    let (has_bias, pointwise) = (
-        conv.bias.is_some(),
-        kh == 1 && kw == 1 && top == 0 && left == 0,
-    );
-    let (act, lo, hi) = activation_code(activation);
-    let variant = format!("conv {tile:?} {dtype:?} {has_bias} {act} {pointwise}");
-    let checked = match known(&variant) {
-        Some(false) => return None,
-        Some(true) => true,
-        None => false,
-    };
+/// `linear` then `activation` applied to `x` (`[n, in]`) by the kernel, as a 1×1 convolution
+/// over `[n, in, 1, 1]` that reads burn's `[in, out]` weights through their strides (no copy),
+/// or `None` where the kernel does not apply (as for [`conv2d`]).
+pub fn linear(linear: &Linear, x: &Tensor<2>, activation: Activation) -> Option<Tensor<2>> {
+    let [n, din] = x.dims();
+    let weight = linear.weight.val();
+    let [_, dout] = weight.dims();
+    let y = Gemm {
+        x: &x.clone().reshape([n, din, 1, 1]),
+        weight: weight.unsqueeze_dims::<4>(&[2, 3]).swap_dims(0, 1),
+        bias: linear.bias.as_ref().map(|b| b.val()),
+        stride: [1, 1],
+        padding: [0; 4],
+        activation,
+        layer: "fully connected layer",
+    }
+    .run(None)?;
+    Some(y.reshape([n, dout]))
+}
 
-    let xt = cube_tensor(x)?;
-    let wt = cube_tensor(&weight)?;
-    let bias = match &conv.bias {
-        Some(b) => Some(cube_tensor(&b.val().reshape([1, 1, 1, cout]))?),
-        None => None,
-    };
-    let client = xt.client.clone();
-    let out = burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
-        client.clone(),
-        xt.device.clone(),
-        [n, cout, ho, wo].into(),
-        dtype,
-    );
-    let xs = xt.meta.strides().clone();
-    let ws = wt.meta.strides().clone();
-    let os = out.meta.strides().clone();
-    let u = |v: usize| v as u32;
-    // Without a bias the kernel never reads the buffer; bind the weights in its place.
-    let bias_arg = bias.unwrap_or_else(|| wt.clone()).into_buffer_arg();
-    // SAFETY: every index the kernel forms is checked against the sizes passed with it (pixels
-    // against `m_total`, channels against `cout`, the window against the input's extent and
-    // `k_total`), and the strides are the tensors' own.
-    unsafe {
-        conv2d_gemm_kernel::launch_unchecked(
-            &client,
-            CubeCount::Static(u(groups[0]), u(groups[1]), 1),
-            CubeDim::new_2d(tile.threads_x, tile.threads_y),
-            xt.into_buffer_arg(),
-            wt.into_buffer_arg(),
-            bias_arg,
-            out.clone().into_buffer_arg(),
-            u(xs[0]),
-            u(xs[1]),
-            u(xs[2]),
-            u(xs[3]),
-            u(ws[0]),
-            u(ws[1]),
-            u(ws[2]),
-            u(ws[3]),
-            u(os[0]),
-            u(os[1]),
-            u(os[2]),
-            u(os[3]),
-            u(height),
-            u(width),
-            u(cout),
-            u(ho),
-            u(wo),
-            u(kh),
-            u(kw),
-            u(sh),
-            u(sw),
-            u(top),
-            u(left),
-            u(m_total),
-            u(k_total),
-            lo,
-            hi,
-            tile.threads_x,
-            tile.threads_y,
-            tile.rows,
-            tile.cols,
-            tile.k,
-            has_bias,
-            act,
-            pointwise,
-            elem,
+/// One product for the kernel: the input, weights `[cout, cin, kh, kw]` (any strides), bias,
+/// stride, padding `[top, left, bottom, right]`, activation, and what the layer is (for a
+/// notice).
+struct Gemm<'a> {
+    x: &'a Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    stride: [usize; 2],
+    padding: [usize; 4],
+    activation: Activation,
+    layer: &'static str,
+}
+
+impl Gemm<'_> {
+    fn run(self, tile: Option<Tile>) -> Option<Tensor<4>> {
+        let Gemm {
+            x,
+            weight,
+            bias,
+            stride,
+            padding,
+            activation,
+            layer,
+        } = self;
+        let [cout, cin, kh, kw] = weight.dims();
+        let [n, channels, height, width] = x.dims();
+        let [sh, sw] = stride;
+        if channels != cin || sh == 0 || sw == 0 || weight.dtype() != x.dtype() {
+            return None;
+        }
+        let dtype = x.dtype();
+        let elem = elem_type(dtype)?;
+        let [top, left, bottom, right] = padding;
+        let (padded_h, padded_w) = (height + top + bottom, width + left + right);
+        if padded_h < kh || padded_w < kw {
+            return None;
+        }
+        let (ho, wo) = ((padded_h - kh) / sh + 1, (padded_w - kw) / sw + 1);
+        let m_total = n * ho * wo;
+        let k_total = cin * kh * kw;
+        let tile = tile.unwrap_or_else(|| Tile::for_shape(m_total, cout));
+        if !tile.valid() {
+            return None;
+        }
+        let groups = [
+            m_total.div_ceil(tile.m() as usize),
+            cout.div_ceil(tile.n() as usize),
+        ];
+        if groups.iter().any(|&g| g > 65_535) || m_total > u32::MAX as usize / 2 {
+            return None;
+        }
+
+        let (has_bias, pointwise) = (bias.is_some(), kh == 1 && kw == 1 && top == 0 && left == 0);
+        let (act, lo, hi) = activation_code(activation);
+        let variant = format!("conv {tile:?} {dtype:?} {has_bias} {act} {pointwise}");
+        let checked = match known(&variant) {
+            Some(false) => return None,
+            Some(true) => true,
+            None => false,
+        };
+
+        let xt = cube_tensor(x)?;
+        let wt = cube_tensor(&weight)?;
+        let bias = match bias {
+            Some(b) => Some(cube_tensor(&b.reshape([1, 1, 1, cout]))?),
+            None => None,
+        };
+        let client = xt.client.clone();
+        let out = burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
+            client.clone(),
+            xt.device.clone(),
+            [n, cout, ho, wo].into(),
+            dtype,
         );
+        let xs = xt.meta.strides().clone();
+        let ws = wt.meta.strides().clone();
+        let os = out.meta.strides().clone();
+        let u = |v: usize| v as u32;
+        // Without a bias the kernel never reads the buffer; bind the weights in its place.
+        let bias_arg = bias.unwrap_or_else(|| wt.clone()).into_buffer_arg();
+        // SAFETY: every index the kernel forms is checked against the sizes passed with it (pixels
+        // against `m_total`, channels against `cout`, the window against the input's extent and
+        // `k_total`), and the strides are the tensors' own.
+        unsafe {
+            conv2d_gemm_kernel::launch_unchecked(
+                &client,
+                CubeCount::Static(u(groups[0]), u(groups[1]), 1),
+                CubeDim::new_2d(tile.threads_x, tile.threads_y),
+                xt.into_buffer_arg(),
+                wt.into_buffer_arg(),
+                bias_arg,
+                out.clone().into_buffer_arg(),
+                u(xs[0]),
+                u(xs[1]),
+                u(xs[2]),
+                u(xs[3]),
+                u(ws[0]),
+                u(ws[1]),
+                u(ws[2]),
+                u(ws[3]),
+                u(os[0]),
+                u(os[1]),
+                u(os[2]),
+                u(os[3]),
+                u(height),
+                u(width),
+                u(cout),
+                u(ho),
+                u(wo),
+                u(kh),
+                u(kw),
+                u(sh),
+                u(sw),
+                u(top),
+                u(left),
+                u(m_total),
+                u(k_total),
+                lo,
+                hi,
+                tile.threads_x,
+                tile.threads_y,
+                tile.rows,
+                tile.cols,
+                tile.k,
+                has_bias,
+                act,
+                pointwise,
+                elem,
+            );
+        }
+        if !checked
+            && !first_launch_ok(
+                variant,
+                &client,
+                &out,
+                &format!(
+                    "glassbox's tiled convolution kernel ({}x{} tile, {dtype:?})",
+                    tile.m(),
+                    tile.n()
+                ),
+                || format!("a {cin}->{cout} {kh}x{kw} {layer}"),
+            )
+        {
+            return None;
+        }
+        LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        into_tensor(out, x)
     }
-    if !checked
-        && !first_launch_ok(
-            variant,
-            &client,
-            &out,
-            &format!(
-                "glassbox's tiled convolution kernel ({}x{} tile, {dtype:?})",
-                tile.m(),
-                tile.n()
-            ),
-            || format!("a {cin}->{cout} {kh}x{kw} convolution"),
-        )
-    {
-        return None;
-    }
-    LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    into_tensor(out, x)
 }
