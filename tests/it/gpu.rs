@@ -7,6 +7,17 @@ use glassbox::{Classifier, Compute, DeviceRequest, ModelInfo};
 
 use crate::parity::{assert_matches, expected_probabilities, parity_inputs};
 
+/// Held by the tests that make the device fail on purpose (a buffer over the limit, a kernel
+/// over the adapter's resources) and by those that need glassbox's kernels to launch: a
+/// failure of other work in flight can show in a kernel's first-launch check, which would then
+/// hand that kernel to burn for the rest of the process (slower, never wrong) and fail a test
+/// that expects it to run.
+pub static DEVICE_FAILURES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn device_failures() -> std::sync::MutexGuard<'static, ()> {
+    DEVICE_FAILURES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn gpu() -> Option<Compute> {
     match Compute::select(DeviceRequest::Gpu) {
         Ok((compute, _)) => Some(compute),
@@ -53,6 +64,7 @@ fn wgpu_chunks_are_sized_from_the_adapter() {
 /// small enough to exceed cheaply (lavapipe in CI); a large GPU would need gigabytes.
 #[test]
 fn a_chunk_over_the_adapters_buffer_limit_is_retried_in_halves() {
+    let _serial = device_failures();
     use glassbox::perturb::{Fill, KeepMatrix, Perturber};
     use glassbox::segment::Segmentation;
     use glassbox::view::View;
@@ -303,6 +315,7 @@ fn lime_in_f16_finds_the_planted_region_as_f32_does() {
 /// limit that small (lavapipe in CI).
 #[test]
 fn a_weight_over_the_buffer_limit_fails_in_one_line_and_runs_in_f16() {
+    let _serial = device_failures();
     use glassbox::model::Precision;
     let Some(compute) = gpu_with_f16() else {
         return;
@@ -477,6 +490,7 @@ fn incremental_inference_on_wgpu_matches_full_inference_on_the_cpu() {
 /// convolutions and other float types are declined.
 #[test]
 fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
+    let _serial = device_failures();
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{DType, Tensor, TensorData};
@@ -683,6 +697,7 @@ fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
 /// cannot run in f32 there on any path; it is skipped, and at least the other three are compared.
 #[test]
 fn every_model_on_the_tiled_kernel_matches_the_cpu() {
+    let _serial = device_failures();
     use glassbox::model::Precision;
     use glassbox::model::gpu::{self, ConvPath, tiled};
     let Some(compute) = gpu() else { return };
@@ -759,6 +774,7 @@ fn every_model_on_the_tiled_kernel_matches_the_cpu() {
 /// (against burn's f32 on the same rounded values) within 2e-3.
 #[test]
 fn the_window_kernels_equal_burns_on_the_gpu() {
+    let _serial = device_failures();
     use burn::module::Param;
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
@@ -892,6 +908,7 @@ fn the_window_kernels_equal_burns_on_the_gpu() {
 /// and without bias and Relu, in f32 (1e-5 relative) and f16 (2e-3).
 #[test]
 fn fully_connected_layers_on_the_tiled_kernel_equal_burns_on_the_gpu() {
+    let _serial = device_failures();
     use burn::module::Param;
     use burn::nn::LinearConfig;
     use burn::tensor::{DType, Tensor, TensorData};

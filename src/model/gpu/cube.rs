@@ -26,44 +26,58 @@ pub fn take_notices() -> Vec<String> {
     std::mem::take(&mut *NOTICES.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// Whether `variant` has launched here before (`Some(true)`), failed before (`Some(false)`:
-/// do not try it again), or is new (`None`).
-pub(crate) fn known(variant: &str) -> Option<bool> {
-    let variants = VARIANTS.lock().unwrap_or_else(|e| e.into_inner());
-    if variants.1.iter().any(|v| v == variant) {
-        Some(false)
-    } else if variants.0.iter().any(|v| v == variant) {
-        Some(true)
-    } else {
-        None
-    }
-}
-
-/// After the first launch of `variant`, which wrote `out`: whether it compiled and launched
-/// (a failure shows at once; the device need not finish). A failure is remembered, so the
-/// variant is not tried again, and leaves one notice naming `what` failed on the adapter for
-/// `layer`.
-pub(crate) fn first_launch_ok(
+/// Runs `launch` (which allocates the output, launches the kernel writing it and returns it)
+/// for kernel `variant`, or `None` where burn's kernel should run instead.
+///
+/// A variant's first launch compiles it, and a compile or launch failure shows at once (the
+/// device need not finish), so the first launch is checked; later launches of a variant that
+/// worked are not. Inputs that already carry a failure are not the kernel's fault: `None`
+/// without blaming it, so that burn's kernel meets and reports that failure. A failed check is
+/// tried once more before the variant is blamed (a failure of some other work on the device
+/// can show in a check), then remembered, so the variant is not tried again, and leaves one
+/// notice naming `what` failed on the adapter for `layer`.
+pub(crate) fn launch_checked(
     variant: String,
     client: &Client,
-    out: &CubeTensor,
+    inputs: &[&CubeTensor],
+    launch: impl Fn() -> CubeTensor,
     what: &str,
     layer: impl FnOnce() -> String,
-) -> bool {
-    let checked = client.check([&out.handle]);
-    let mut variants = VARIANTS.lock().unwrap_or_else(|e| e.into_inner());
-    let Err(e) = checked else {
-        variants.0.push(variant);
-        return true;
-    };
-    variants.1.push(variant);
+) -> Option<CubeTensor> {
+    {
+        let variants = VARIANTS.lock().unwrap_or_else(|e| e.into_inner());
+        if variants.1.contains(&variant) {
+            return None;
+        }
+        if variants.0.contains(&variant) {
+            drop(variants);
+            return Some(launch());
+        }
+    }
+    if client.check(inputs.iter().map(|t| &t.handle)).is_err() {
+        return None;
+    }
+    let mut failure = None;
+    for _ in 0..2 {
+        let out = launch();
+        match client.check([&out.handle]) {
+            Ok(()) => {
+                let mut variants = VARIANTS.lock().unwrap_or_else(|e| e.into_inner());
+                variants.0.push(variant);
+                return Some(out);
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
+    VARIANTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .1
+        .push(variant);
     let adapter = crate::device::gpu_adapter().unwrap_or_else(|| "the GPU".into());
     // The innermost cause, on one line, without the report's backtrace lines.
-    let report = e
-        .to_string()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let report = failure.map_or_else(String::new, |e| e.to_string());
+    let report = report.split_whitespace().collect::<Vec<_>>().join(" ");
     let cause = report.rsplit("Caused by: ").next().unwrap_or(&report);
     let why = cause.split(" Backtrace").next().unwrap_or(cause).trim();
     NOTICES
@@ -73,7 +87,7 @@ pub(crate) fn first_launch_ok(
             "{what} failed on {adapter} for {} ({why}); burn's kernel runs it instead",
             layer()
         ));
-    false
+    None
 }
 
 /// A float tensor's CubeCL tensor (waiting for the fusion stream that produces it), or `None`

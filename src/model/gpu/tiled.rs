@@ -29,7 +29,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use cubecl::prelude::*;
 
-use super::cube::{cube_tensor, elem_type, first_launch_ok, into_tensor, known};
+use super::cube::{cube_tensor, elem_type, into_tensor, launch_checked};
 
 use crate::model::cpu::Activation;
 
@@ -371,28 +371,47 @@ fn conv2d_gemm_kernel<E: Float>(
             for j in 0..tn {
                 let co = n0 + ty + j * ty_n;
                 if co < cout {
-                    let mut v = acc[(i * tn + j) as usize];
-                    if comptime!(has_bias) {
-                        v += f32::cast_from(bias[co as usize]);
-                    }
-                    if comptime!(act == 1) {
-                        if v < 0.0f32 {
-                            v = 0.0f32;
-                        }
-                    }
-                    if comptime!(act == 2) {
-                        if v < lo {
-                            v = lo;
-                        }
-                        if v > hi {
-                            v = hi;
-                        }
-                    }
+                    let v = acc[(i * tn + j) as usize];
+                    let v = bias_activation::<E>(v, bias, co, lo, hi, has_bias, act);
                     out[(base + co * osc) as usize] = E::cast_from(v);
                 }
             }
         }
     }
+}
+
+/// The bias and the activation the kernels apply as they store an output of channel
+/// `channel`: `act` 0 is none, 1 Relu, 2 a clamp to `[lo, hi]`. A NaN stays NaN (no comparison
+/// holds for it), as on the CPU.
+#[cube]
+#[allow(clippy::collapsible_if)]
+pub(super) fn bias_activation<E: Float>(
+    value: f32,
+    bias: &[E],
+    channel: u32,
+    lo: f32,
+    hi: f32,
+    #[comptime] has_bias: bool,
+    #[comptime] act: u32,
+) -> f32 {
+    let mut v = value;
+    if comptime!(has_bias) {
+        v += f32::cast_from(bias[channel as usize]);
+    }
+    if comptime!(act == 1) {
+        if v < 0.0f32 {
+            v = 0.0f32;
+        }
+    }
+    if comptime!(act == 2) {
+        if v < lo {
+            v = lo;
+        }
+        if v > hi {
+            v = hi;
+        }
+    }
+    v
 }
 
 /// `conv` applied to `x` with `activation`, by the implicit-GEMM kernel, or `None` where the
@@ -500,12 +519,6 @@ impl Gemm<'_> {
         let (has_bias, pointwise) = (bias.is_some(), kh == 1 && kw == 1 && top == 0 && left == 0);
         let (act, lo, hi) = activation_code(activation);
         let variant = format!("conv {tile:?} {dtype:?} {has_bias} {act} {pointwise}");
-        let checked = match known(&variant) {
-            Some(false) => return None,
-            Some(true) => true,
-            None => false,
-        };
-
         let xt = cube_tensor(x)?;
         let wt = cube_tensor(&weight)?;
         let bias = match bias {
@@ -513,83 +526,79 @@ impl Gemm<'_> {
             None => None,
         };
         let client = xt.client.clone();
-        let out = burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
-            client.clone(),
-            xt.device.clone(),
-            [n, cout, ho, wo].into(),
-            dtype,
-        );
         let xs = xt.meta.strides().clone();
         let ws = wt.meta.strides().clone();
-        let os = out.meta.strides().clone();
         let u = |v: usize| v as u32;
         // Without a bias the kernel never reads the buffer; bind the weights in its place.
-        let bias_arg = bias.unwrap_or_else(|| wt.clone()).into_buffer_arg();
-        // SAFETY: every index the kernel forms is checked against the sizes passed with it (pixels
-        // against `m_total`, channels against `cout`, the window against the input's extent and
-        // `k_total`), and the strides are the tensors' own.
-        unsafe {
-            conv2d_gemm_kernel::launch_unchecked(
-                &client,
-                CubeCount::Static(u(groups[0]), u(groups[1]), 1),
-                CubeDim::new_2d(tile.threads_x, tile.threads_y),
-                xt.into_buffer_arg(),
-                wt.into_buffer_arg(),
-                bias_arg,
-                out.clone().into_buffer_arg(),
-                u(xs[0]),
-                u(xs[1]),
-                u(xs[2]),
-                u(xs[3]),
-                u(ws[0]),
-                u(ws[1]),
-                u(ws[2]),
-                u(ws[3]),
-                u(os[0]),
-                u(os[1]),
-                u(os[2]),
-                u(os[3]),
-                u(height),
-                u(width),
-                u(cout),
-                u(ho),
-                u(wo),
-                u(kh),
-                u(kw),
-                u(sh),
-                u(sw),
-                u(top),
-                u(left),
-                u(m_total),
-                u(k_total),
-                lo,
-                hi,
-                tile.threads_x,
-                tile.threads_y,
-                tile.rows,
-                tile.cols,
-                tile.k,
-                has_bias,
-                act,
-                pointwise,
-                elem,
+        let bias = bias.unwrap_or_else(|| wt.clone());
+        let launch = || {
+            let out = burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
+                client.clone(),
+                xt.device.clone(),
+                [n, cout, ho, wo].into(),
+                dtype,
             );
-        }
-        if !checked
-            && !first_launch_ok(
-                variant,
-                &client,
-                &out,
-                &format!(
-                    "glassbox's tiled convolution kernel ({}x{} tile, {dtype:?})",
-                    tile.m(),
-                    tile.n()
-                ),
-                || format!("a {cin}->{cout} {kh}x{kw} {layer}"),
-            )
-        {
-            return None;
-        }
+            let os = out.meta.strides().clone();
+            // SAFETY: every index the kernel forms is checked against the sizes passed with it
+            // (pixels against `m_total`, channels against `cout`, the window against the input's
+            // extent and `k_total`), and the strides are the tensors' own.
+            unsafe {
+                conv2d_gemm_kernel::launch_unchecked(
+                    &client,
+                    CubeCount::Static(u(groups[0]), u(groups[1]), 1),
+                    CubeDim::new_2d(tile.threads_x, tile.threads_y),
+                    xt.clone().into_buffer_arg(),
+                    wt.clone().into_buffer_arg(),
+                    bias.clone().into_buffer_arg(),
+                    out.clone().into_buffer_arg(),
+                    u(xs[0]),
+                    u(xs[1]),
+                    u(xs[2]),
+                    u(xs[3]),
+                    u(ws[0]),
+                    u(ws[1]),
+                    u(ws[2]),
+                    u(ws[3]),
+                    u(os[0]),
+                    u(os[1]),
+                    u(os[2]),
+                    u(os[3]),
+                    u(height),
+                    u(width),
+                    u(cout),
+                    u(ho),
+                    u(wo),
+                    u(kh),
+                    u(kw),
+                    u(sh),
+                    u(sw),
+                    u(top),
+                    u(left),
+                    u(m_total),
+                    u(k_total),
+                    lo,
+                    hi,
+                    tile.threads_x,
+                    tile.threads_y,
+                    tile.rows,
+                    tile.cols,
+                    tile.k,
+                    has_bias,
+                    act,
+                    pointwise,
+                    elem,
+                );
+            }
+            out
+        };
+        let what = format!(
+            "glassbox's tiled convolution kernel ({}x{} tile, {dtype:?})",
+            tile.m(),
+            tile.n()
+        );
+        let out = launch_checked(variant, &client, &[&xt, &wt, &bias], launch, &what, || {
+            format!("a {cin}->{cout} {kh}x{kw} {layer}")
+        })?;
         LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         into_tensor(out, x)
     }

@@ -15,7 +15,8 @@ use burn::nn::pool::MaxPool2d;
 use burn::tensor::Tensor;
 use cubecl::prelude::*;
 
-use super::cube::{cube_tensor, elem_type, first_launch_ok, into_tensor, known};
+use super::cube::{cube_tensor, elem_type, into_tensor, launch_checked};
+use super::tiled::bias_activation;
 use crate::model::cpu::{Activation, padding};
 
 /// Outputs per workgroup along each axis (one per invocation).
@@ -123,22 +124,7 @@ fn window_kernel<E: Float>(
             }
         }
         if comptime!(op == 1) {
-            if comptime!(has_bias) {
-                acc += f32::cast_from(bias[ch as usize]);
-            }
-            if comptime!(act == 1) {
-                if acc < 0.0f32 {
-                    acc = 0.0f32;
-                }
-            }
-            if comptime!(act == 2) {
-                if acc < lo {
-                    acc = lo;
-                }
-                if acc > hi {
-                    acc = hi;
-                }
-            }
+            acc = bias_activation::<E>(acc, bias, ch, lo, hi, has_bias, act);
         }
         out[((plane * ho + oy) * wo + ox) as usize] = E::cast_from(acc);
     }
@@ -186,12 +172,6 @@ impl Window<'_> {
             None => (false, (0, 0.0, 0.0)),
         };
         let variant = format!("window {op} {kh}x{kw}/{sh}x{sw} {dtype:?} {has_bias} {act}");
-        let checked = match known(&variant) {
-            Some(false) => return None,
-            Some(true) => true,
-            None => false,
-        };
-
         let xt = cube_tensor(self.x)?;
         let (wt, bias) = match self.conv {
             Some((conv, _)) => {
@@ -205,12 +185,6 @@ impl Window<'_> {
             None => (None, None),
         };
         let client = xt.client.clone();
-        let out = burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
-            client.clone(),
-            xt.device.clone(),
-            [n, c, ho, wo].into(),
-            dtype,
-        );
         let xs = xt.meta.strides().clone();
         let ws = wt.as_ref().map_or([0; 4], |t| {
             let s = t.meta.strides();
@@ -218,54 +192,59 @@ impl Window<'_> {
         });
         // Pooling reads no weights and no bias, and a convolution without a bias reads none:
         // bind the input in their place.
-        let w_arg = wt.unwrap_or_else(|| xt.clone()).into_buffer_arg();
-        let bias_arg = bias.unwrap_or_else(|| xt.clone()).into_buffer_arg();
-        // SAFETY: every index the kernel forms is checked against the sizes passed with it
-        // (planes, the input's extent, the output's), and the strides are the tensors' own.
-        unsafe {
-            window_kernel::launch_unchecked(
-                &client,
-                CubeCount::Static(u(tiles), u(planes.min(65_535)), u(planes.div_ceil(65_535))),
-                CubeDim::new_2d(TILE, TILE),
-                xt.into_buffer_arg(),
-                w_arg,
-                bias_arg,
-                out.clone().into_buffer_arg(),
-                u(xs[0]),
-                u(xs[1]),
-                u(xs[2]),
-                u(xs[3]),
-                u(ws[0]),
-                u(ws[2]),
-                u(ws[3]),
-                u(c),
-                u(h),
-                u(wd),
-                u(ho),
-                u(wo),
-                u(self.pad[0]),
-                u(self.pad[1]),
-                u(tiles_x),
-                u(planes),
-                lo,
-                hi,
-                u(kh),
-                u(kw),
-                u(sh),
-                u(sw),
-                op,
-                has_bias,
-                act,
-                elem,
+        let wt = wt.unwrap_or_else(|| xt.clone());
+        let bias = bias.unwrap_or_else(|| xt.clone());
+        let launch = || {
+            let out = burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
+                client.clone(),
+                xt.device.clone(),
+                [n, c, ho, wo].into(),
+                dtype,
             );
-        }
-        if !checked
-            && !first_launch_ok(variant, &client, &out, what, || {
-                format!("a {kh}x{kw} window at stride {sh}x{sw} over {c} channels")
-            })
-        {
-            return None;
-        }
+            // SAFETY: every index the kernel forms is checked against the sizes passed with it
+            // (planes, the input's extent, the output's), and the strides are the tensors' own.
+            unsafe {
+                window_kernel::launch_unchecked(
+                    &client,
+                    CubeCount::Static(u(tiles), u(planes.min(65_535)), u(planes.div_ceil(65_535))),
+                    CubeDim::new_2d(TILE, TILE),
+                    xt.clone().into_buffer_arg(),
+                    wt.clone().into_buffer_arg(),
+                    bias.clone().into_buffer_arg(),
+                    out.clone().into_buffer_arg(),
+                    u(xs[0]),
+                    u(xs[1]),
+                    u(xs[2]),
+                    u(xs[3]),
+                    u(ws[0]),
+                    u(ws[2]),
+                    u(ws[3]),
+                    u(c),
+                    u(h),
+                    u(wd),
+                    u(ho),
+                    u(wo),
+                    u(self.pad[0]),
+                    u(self.pad[1]),
+                    u(tiles_x),
+                    u(planes),
+                    lo,
+                    hi,
+                    u(kh),
+                    u(kw),
+                    u(sh),
+                    u(sw),
+                    op,
+                    has_bias,
+                    act,
+                    elem,
+                );
+            }
+            out
+        };
+        let out = launch_checked(variant, &client, &[&xt, &wt, &bias], launch, what, || {
+            format!("a {kh}x{kw} window at stride {sh}x{sw} over {c} channels")
+        })?;
         LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         into_tensor(out, self.x)
     }
