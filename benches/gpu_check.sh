@@ -22,6 +22,11 @@
 #     incremental inference on the GPU (GLASSBOX_INCREMENTAL_GPU=1, off by default until these
 #     figures exist): first image and the mean of three warm ones, in one process each.
 #
+# burn's cooperative-matrix (tensor core) convolutions need kernels compiled to SPIR-V, a build of
+# its own: with GLASSBOX_SPIRV_BIN (a glassbox built with `--features spirv`) and
+# GLASSBOX_SPIRV_LAYERS (its `layers` example), sections 3 and 4 also run burn's kernels from it
+# in f16, marked "spirv".
+#
 # Environment: GLASSBOX_CHECK_SECTIONS (default "1 2 3 4"; a device check that must be split runs
 # "1 2 3" and "4" as two calls), GLASSBOX_CHECK_TIMEOUT seconds per run (default 90; a cold
 # start gets three times as long), GLASSBOX_CHECK_BATCH (256), GLASSBOX_CHECK_MODELS (default
@@ -89,14 +94,16 @@ for m in "${models[@]}"; do
 done
 # The tiled kernel with one tile forced on every layer, then burn's matmul paths.
 runs+=("$main tiled f32 large" "$main tiled f32 huge" "$main taps f32 auto" "$main im2col f32 auto")
+[ -z "${GLASSBOX_SPIRV_LAYERS:-}" ] || for m in "${models[@]}"; do runs+=("$m spirv f16 auto"); done
 for run in "${runs[@]}"; do
   read -r m conv precision tile <<<"$run"
-  log=$scratch/layers-$m-$conv-$precision rc=0
+  log=$scratch/layers-$m-$conv-$precision rc=0 program=$layers path=$conv
+  [ "$conv" != spirv ] || program=$GLASSBOX_SPIRV_LAYERS path=burn
   [ "$tile" = auto ] || { log=$log-$tile conv_name="$conv ($tile tiles)"; }
   [ "$tile" != auto ] || conv_name=$conv
-  GLASSBOX_LAYERS_DEVICE=gpu GLASSBOX_LAYERS_PRECISION=$precision GLASSBOX_GPU_CONV=$conv \
+  GLASSBOX_LAYERS_DEVICE=gpu GLASSBOX_LAYERS_PRECISION=$precision GLASSBOX_GPU_CONV=$path \
     GLASSBOX_GPU_TILE=$tile \
-    GLASSBOX_LAYERS_TOP=10 timeout "$limit" "$layers" "$m" "$batch" 3 >"$log" 2>&1 || rc=$?
+    GLASSBOX_LAYERS_TOP=10 timeout "$limit" "$program" "$m" "$batch" 3 >"$log" 2>&1 || rc=$?
   if [ "$rc" = 0 ]; then
     ips=$(grep -oE '[0-9]+ images/s' "$log" | head -n 1 | cut -d' ' -f1)
     tflops=$(awk -v g="${gmac[$m]:-}" -v r="$ips" 'BEGIN { if (g == "") print "?"; else printf "%.2f", 2 * g * r / 1000 }')
@@ -113,18 +120,23 @@ fi
 
 if [[ $sections == *" 4 "* ]]; then
 echo "== 4. warm end to end, $main: first image, then the mean of three warm ones"
+convs=(burn tiled)
+[ -z "${GLASSBOX_SPIRV_BIN:-}" ] || convs+=(spirv)
 for precision in f32 f16; do
-  for conv in burn tiled; do
+  for conv in "${convs[@]}"; do
+    [ "$conv" != spirv ] || [ "$precision" = f16 ] || continue
+    program=$bin path=$conv
+    [ "$conv" != spirv ] || program=$GLASSBOX_SPIRV_BIN path=burn
     for job in "lime" "arbitrary --grid 10" "arbitrary --grid 20" "incremental arbitrary --grid 10" "incremental arbitrary --grid 20"; do
       read -ra how <<<"$job"
       # GLASSBOX_INCREMENTAL_GPU turns incremental inference on whatever its value: set or not.
-      envs=("GLASSBOX_GPU_CONV=$conv")
+      envs=("GLASSBOX_GPU_CONV=$path")
       if [ "${how[0]}" = incremental ]; then
         [ "$precision" = f32 ] || continue # f16 runs in full
         envs+=(GLASSBOX_INCREMENTAL_GPU=1) how=("${how[@]:1}")
       fi
       log=$scratch/explain.log rc=0
-      env -u GLASSBOX_INCREMENTAL_GPU "${envs[@]}" timeout "$limit" "$bin" explain "$img" "$img" "$img" "$img" \
+      env -u GLASSBOX_INCREMENTAL_GPU "${envs[@]}" timeout "$limit" "$program" explain "$img" "$img" "$img" "$img" \
         --model "$main" --device gpu --precision "$precision" --steps 0 --out "$scratch/out" \
         --method "${how[@]}" >"$log" 2>&1 || rc=$?
       if [ "$rc" = 0 ]; then

@@ -52,6 +52,7 @@ pub use conv::conv2d;
 pub use linear::linear;
 pub use lrn::lrn;
 pub use pool::max_pool2d;
+#[cfg(feature = "gpu")]
 pub(crate) use pool::pool_output_size;
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
