@@ -1,9 +1,10 @@
-//! Dense convolutions on a GPU as matrix products (opt-in): per kernel tap, or over an im2col
-//! block.
+//! The generated models' GPU paths other than burn's own kernels (opt-in): dense convolutions
+//! as matrix products on burn's matmul (per kernel tap, or over an im2col block), or
+//! glassbox's own CubeCL kernels for convolutions, fully connected layers and max pooling.
 //!
 //! burn's wgpu backend runs a dense 3×3 or 5×5 convolution with its direct kernel unless the
 //! adapter offers cooperative-matrix (tensor core) instructions, which WGSL does not: GoogLeNet
-//! ran at about 760 images/s on an H100 that way. Two other ways run it on burn's tuned matmul:
+//! ran at about 760 images/s on an H100 that way. Two paths run it on burn's tuned matmul:
 //!
 //! - [`ConvPath::Taps`]: a convolution is the sum over its kernel taps `(ky, kx)` of a 1×1
 //!   convolution of the input shifted by that tap, i.e. of the matrix product
@@ -18,6 +19,8 @@
 //!   whose inner dimension is `kh·kw` times larger: fewer, larger kernels, and the output is
 //!   written once, at the price of a block `kh·kw` times the input. The batch is split so that
 //!   no block exceeds the GPU's buffer limit. Not yet timed on a hardware GPU.
+//!
+//! And one on glassbox's own kernels:
 //!
 //! - [`ConvPath::Tiled`]: glassbox's own kernels: `tiled`, an implicit GEMM tiled through
 //!   workgroup memory with a register block per invocation and the bias and activation applied
@@ -61,7 +64,8 @@ pub enum ConvPath {
     Taps,
     /// One matrix product over an im2col block ([`conv2d_im2col`]).
     Im2col,
-    /// glassbox's implicit-GEMM kernel (`tiled::conv2d`; builds with the `gpu` feature).
+    /// glassbox's own kernels: `tiled` for dense convolutions and fully connected layers,
+    /// `window` for depthwise convolutions and max pooling (builds with the `gpu` feature).
     Tiled,
 }
 
