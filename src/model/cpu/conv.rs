@@ -4,7 +4,9 @@
 use super::activation::{BiasActivation, in_place};
 use super::depthwise::depthwise;
 use super::phases::deinterleave_row;
-use super::{Activation, Params, enabled_on, flex_tensor, padding, values, written};
+use super::{
+    Activation, Params, conv_output_size, enabled_on, flex_tensor, padding, values, written,
+};
 use crate::model::{gpu, simd};
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
@@ -82,11 +84,12 @@ fn gemm_conv(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Ten
         return None;
     }
     let (span_h, span_w) = ((kh - 1) * dh + 1, (kw - 1) * dw + 1);
-    let (padded_h, padded_w) = (height + top + bottom, width + left + right);
-    if padded_h < span_h || padded_w < span_w {
-        return None;
-    }
-    let (ho, wo) = ((padded_h - span_h) / sh + 1, (padded_w - span_w) / sw + 1);
+    let [ho, wo] = conv_output_size(
+        [height, width],
+        [span_h, span_w],
+        [sh, sw],
+        [top, left, bottom, right],
+    )?;
     let params = Params::of(conv)?;
     let (weights, bias) = (params.weights(), params.bias());
     let (xt, x_start, x_end) = values(x)?;

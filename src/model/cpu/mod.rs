@@ -124,6 +124,25 @@ pub(crate) unsafe fn written(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32
     values
 }
 
+/// The output height and width of a window `span` (`[rows, columns]` the window covers, its
+/// dilation included) moved by `stride` over a `size` input padded by `[top, left, bottom,
+/// right]`, or `None` where the stride is 0 or the window is larger than the padded input.
+pub(crate) fn conv_output_size(
+    size: [usize; 2],
+    span: [usize; 2],
+    stride: [usize; 2],
+    [top, left, bottom, right]: [usize; 4],
+) -> Option<[usize; 2]> {
+    let (padded_h, padded_w) = (size[0] + top + bottom, size[1] + left + right);
+    if stride.contains(&0) || padded_h < span[0] || padded_w < span[1] {
+        return None;
+    }
+    Some([
+        (padded_h - span[0]) / stride[0] + 1,
+        (padded_w - span[1]) / stride[1] + 1,
+    ])
+}
+
 /// Padding `(top, left, bottom, right)` of an explicit or absent padding.
 pub(crate) fn padding(p: &PaddingConfig2d) -> Option<[usize; 4]> {
     match p {

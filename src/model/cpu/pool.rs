@@ -22,7 +22,8 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 
 /// The output height and width of `pool` over a `height` × `width` input, PyTorch's rule
 /// (ceil mode: the last window must start inside the input or its leading padding), or `None`
-/// where a window does not fit.
+/// where glassbox's kernels do not take the pool (dilation, a zero stride or kernel, leading
+/// padding of a whole kernel or more) or a window does not fit.
 pub(crate) fn pool_output_size(
     pool: &MaxPool2d,
     height: usize,
@@ -31,6 +32,10 @@ pub(crate) fn pool_output_size(
     let [kh, kw] = pool.kernel_size;
     let [sh, sw] = pool.stride;
     let [top, left, bottom, right] = padding(&pool.padding)?;
+    // Padding of a whole kernel or more would make windows of padding only (PyTorch refuses it).
+    if pool.dilation != [1, 1] || sh == 0 || sw == 0 || kh == 0 || kw == 0 || left >= kw {
+        return None;
+    }
     let out_len = |size: usize, pad_lo: usize, pad_hi: usize, k: usize, s: usize| {
         let span = (size + pad_lo + pad_hi).checked_sub(k)?;
         let mut out = if pool.ceil_mode {
@@ -55,10 +60,6 @@ fn max_pool_flex(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
     let [kh, kw] = pool.kernel_size;
     let [sh, sw] = pool.stride;
     let [top, left, _, _] = padding(&pool.padding)?;
-    // Padding of a whole kernel or more would make windows of padding only (PyTorch refuses it).
-    if pool.dilation != [1, 1] || sh == 0 || sw == 0 || kh == 0 || kw == 0 || left >= kw {
-        return None;
-    }
     let [out_height, out_width] = pool_output_size(pool, height, width)?;
     // The padding the windows actually read on the bottom and right: in ceil mode the last
     // windows may hang past the explicit padding (that part is -inf as well), and windows that

@@ -222,11 +222,12 @@ impl Geometry {
             return None;
         }
         let [top, left, bottom, right] = super::cpu::padding(&conv.padding)?;
-        let (padded_h, padded_w) = (height + top + bottom, width + left + right);
-        if padded_h < kh || padded_w < kw {
-            return None;
-        }
-        let out = [(padded_h - kh) / sh + 1, (padded_w - kw) / sw + 1];
+        let out = super::cpu::conv_output_size(
+            [height, width],
+            [kh, kw],
+            [sh, sw],
+            [top, left, bottom, right],
+        )?;
         let padded = if top + left + bottom + right > 0 {
             x.clone()
                 .pad([(top, bottom), (left, right)], PadMode::Constant(0.0))

@@ -30,6 +30,7 @@ use burn::tensor::Tensor;
 use cubecl::prelude::*;
 
 use super::cube::{cube_tensor, elem_type, into_tensor, launch_checked};
+use crate::model::cpu::conv_output_size;
 
 use crate::model::cpu::Activation;
 
@@ -496,12 +497,8 @@ impl Gemm<'_> {
         }
         let dtype = x.dtype();
         let elem = elem_type(dtype)?;
-        let [top, left, bottom, right] = padding;
-        let (padded_h, padded_w) = (height + top + bottom, width + left + right);
-        if padded_h < kh || padded_w < kw {
-            return None;
-        }
-        let (ho, wo) = ((padded_h - kh) / sh + 1, (padded_w - kw) / sw + 1);
+        let [top, left, _, _] = padding;
+        let [ho, wo] = conv_output_size([height, width], [kh, kw], stride, padding)?;
         let m_total = n * ho * wo;
         let k_total = cin * kh * kw;
         let tile = tile.unwrap_or_else(|| Tile::for_shape(m_total, cout));

@@ -17,7 +17,7 @@ use cubecl::prelude::*;
 
 use super::cube::{cube_tensor, elem_type, into_tensor, launch_checked};
 use super::tiled::bias_activation;
-use crate::model::cpu::{Activation, padding};
+use crate::model::cpu::{Activation, conv_output_size, padding, pool_output_size};
 
 /// Outputs per workgroup along each axis (one per invocation).
 const TILE: u32 = 16;
@@ -269,17 +269,13 @@ pub fn depthwise(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option
     {
         return None;
     }
-    let [top, left, bottom, right] = padding(&conv.padding)?;
-    let (padded_h, padded_w) = (h + top + bottom, wd + left + right);
-    if padded_h < kh || padded_w < kw {
-        return None;
-    }
+    let pad = padding(&conv.padding)?;
     Window {
         x,
         kernel: [kh, kw],
         stride: [sh, sw],
-        pad: [top, left],
-        out: [(padded_h - kh) / sh + 1, (padded_w - kw) / sw + 1],
+        pad: [pad[0], pad[1]],
+        out: conv_output_size([h, wd], [kh, kw], [sh, sw], pad)?,
         conv: Some((conv, activation)),
     }
     .run()
@@ -290,17 +286,12 @@ pub fn depthwise(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option
 /// and f16, a device that is not a CubeCL GPU).
 pub fn max_pool2d(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
     let [_, _, h, wd] = x.dims();
-    let [kh, kw] = pool.kernel_size;
-    let [sh, sw] = pool.stride;
+    let out = pool_output_size(pool, h, wd)?;
     let [top, left, _, _] = padding(&pool.padding)?;
-    if pool.dilation != [1, 1] || sh == 0 || sw == 0 || kh == 0 || kw == 0 || left >= kw {
-        return None;
-    }
-    let out = crate::model::cpu::pool_output_size(pool, h, wd)?;
     Window {
         x,
-        kernel: [kh, kw],
-        stride: [sh, sw],
+        kernel: pool.kernel_size,
+        stride: pool.stride,
         pad: [top, left],
         out,
         conv: None,
