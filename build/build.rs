@@ -41,7 +41,7 @@ use crate::codegen::registry_source;
 use crate::descriptor::{Descriptor, check_descriptor};
 use crate::fold::fold_batch_norms;
 use crate::incremental::add_incremental_forward;
-use crate::routing::{instrument, use_cpu_kernels};
+use crate::routing::{concat_in_place, instrument, use_cpu_kernels};
 use crate::simplify::simplify;
 use crate::sizes::{largest_buffer_per_sample, largest_buffer_propagated};
 use crate::synthetic::synthesise_weights;
@@ -139,6 +139,7 @@ fn run(dirs: &[PathBuf]) -> Result<(), String> {
         let source = fs::read_to_string(&rs).map_err(|e| format!("{}: {e}", rs.display()))?;
         let mut source = add_incremental_forward(&use_cpu_kernels(&source))
             .map_err(|e| format!("model '{}': {e}", model.id))?;
+        source = concat_in_place(&source);
         if profile {
             source = instrument(&source);
         }

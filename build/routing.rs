@@ -71,6 +71,88 @@ pub(crate) fn use_cpu_kernels(source: &str) -> String {
     out.join("\n") + "\n"
 }
 
+/// Rewrites each concatenation along channels in the routed `forward` whose parts are all
+/// routed convolutions used nowhere else (an inception block's branches) to go through
+/// `crate::model::cpu::Concat`, which on a GPU has the convolutions write straight into their
+/// channels of the result instead of copying them there with `cat`. Run after
+/// `add_incremental_forward`, which reads the concatenations as they were.
+pub(crate) fn concat_in_place(source: &str) -> String {
+    let mut lines: Vec<String> = source.lines().map(str::to_string).collect();
+    let Some(start) = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("pub fn forward("))
+    else {
+        return source.to_string();
+    };
+    let end = lines[start..]
+        .iter()
+        .position(|l| l.starts_with("    }"))
+        .map_or(lines.len(), |i| start + i);
+    let body = lines[start..end].join("\n");
+    // (line of the `cat`, its name, its parts as (definition line, module field)).
+    let mut concats = Vec::new();
+    for i in start..end.saturating_sub(3) {
+        let Some(name) = lines[i]
+            .trim()
+            .strip_prefix("let ")
+            .and_then(|l| l.strip_suffix(" = burn::tensor::Tensor::cat("))
+        else {
+            continue;
+        };
+        let Some(parts) = lines[i + 1]
+            .trim()
+            .strip_prefix('[')
+            .and_then(|l| l.strip_suffix("].into(),"))
+        else {
+            continue;
+        };
+        if lines[i + 2].trim() != "1," || lines[i + 3].trim() != ");" {
+            continue;
+        }
+        let parts: Option<Vec<(usize, String)>> = parts
+            .split(", ")
+            .map(|part| {
+                let definition = format!("let {part} = crate::model::cpu::conv2d(&self.");
+                let at = (start..i).find(|&j| lines[j].trim().starts_with(&definition))?;
+                let field = lines[at].trim()[definition.len()..].split_once(", ")?.0;
+                (uses(&body, part) == 2).then(|| (at, field.to_string()))
+            })
+            .collect();
+        if let Some(parts) = parts.filter(|p| p.len() > 1) {
+            concats.push((i, name.to_string(), parts));
+        }
+    }
+    // From the last, so that earlier line numbers hold.
+    for (at, name, parts) in concats.into_iter().rev() {
+        let slots = format!("{name}_parts");
+        let operands = lines[at + 1]
+            .trim()
+            .trim_end_matches(".into(),")
+            .to_string();
+        lines.splice(
+            at..at + 4,
+            [format!("        let {name} = {slots}.finish({operands});")],
+        );
+        for (k, (line, field)) in parts.iter().enumerate() {
+            lines[*line] = lines[*line].replacen(
+                &format!("crate::model::cpu::conv2d(&self.{field}, "),
+                &format!("{slots}.conv2d({k}, &self.{field}, "),
+                1,
+            );
+        }
+        let first = parts.iter().map(|(line, _)| *line).min().unwrap_or(at);
+        let convs: Vec<String> = parts.iter().map(|(_, f)| format!("&self.{f}")).collect();
+        lines.insert(
+            first,
+            format!(
+                "        let {slots} = crate::model::cpu::Concat::new([{}]);",
+                convs.join(", ")
+            ),
+        );
+    }
+    lines.join("\n") + "\n"
+}
+
 /// `let NAME = self.FIELD.forward(ARG);` with FIELD starting with `kind`.
 fn module_call(line: &str, kind: &str) -> Option<(String, String, String)> {
     let rest = line.trim().strip_prefix("let ")?;
@@ -177,10 +259,14 @@ pub(crate) fn instrument(source: &str) -> String {
                 .chars()
                 .take_while(|c| c.is_alphanumeric() || *c == '_')
                 .collect();
-            let conv = rest.split_once("self.conv2d").map(|(_, call)| {
-                let digits: String = call.chars().take_while(char::is_ascii_digit).collect();
-                format!("conv2d{digits}")
-            });
+            // A concatenation's set-up names its convolutions but runs none of them.
+            let conv = (!rest.contains("Concat::new("))
+                .then_some(())
+                .and_then(|()| rest.split_once("self.conv2d"))
+                .map(|(_, call)| {
+                    let digits: String = call.chars().take_while(char::is_ascii_digit).collect();
+                    format!("conv2d{digits}")
+                });
             if !name.is_empty() {
                 pending = Some((name, conv));
             }

@@ -175,6 +175,28 @@ fn matrix_product_convolutions_equal_burns_kernel_on_the_gpu() {
 
 /// The adapter, when its shaders compute in f16 (lavapipe's do); under CI an adapter without
 /// them is a failure, as a missing adapter is.
+/// `conv` with its weights and bias cast to `dtype` (rounded, for f16).
+fn conv_as(conv: &burn::nn::conv::Conv2d, dtype: burn::tensor::DType) -> burn::nn::conv::Conv2d {
+    let mut cast = conv.clone();
+    cast.weight = burn::module::Param::from_tensor(conv.weight.val().cast(dtype));
+    cast.bias = conv
+        .bias
+        .as_ref()
+        .map(|b| burn::module::Param::from_tensor(b.val().cast(dtype)));
+    cast
+}
+
+/// `linear` with its weights and bias cast to `dtype`.
+fn linear_as(linear: &burn::nn::Linear, dtype: burn::tensor::DType) -> burn::nn::Linear {
+    let mut cast = linear.clone();
+    cast.weight = burn::module::Param::from_tensor(linear.weight.val().cast(dtype));
+    cast.bias = linear
+        .bias
+        .as_ref()
+        .map(|b| burn::module::Param::from_tensor(b.val().cast(dtype)));
+    cast
+}
+
 fn gpu_with_f16() -> Option<Compute> {
     let compute = gpu()?;
     if compute.supports_f16() {
@@ -618,19 +640,9 @@ fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
         let case = format!("{cin}->{cout} {kernel:?} stride {stride} {activation:?} {shape:?}");
         // In f16: read and written in f16, summed in f32, against burn's f32 convolution of the
         // same f16-rounded values, within 2e-3 relative.
-        let mut half = conv.clone();
-        half.weight = burn::module::Param::from_tensor(conv.weight.val().cast(DType::F16));
-        half.bias = conv
-            .bias
-            .as_ref()
-            .map(|b| burn::module::Param::from_tensor(b.val().cast(DType::F16)));
+        let half = conv_as(&conv, DType::F16);
         let x16 = x.cast(DType::F16);
-        let mut rounded = conv.clone();
-        rounded.weight = burn::module::Param::from_tensor(half.weight.val().cast(DType::F32));
-        rounded.bias = half
-            .bias
-            .as_ref()
-            .map(|b| burn::module::Param::from_tensor(b.val().cast(DType::F32)));
+        let rounded = conv_as(&half, DType::F32);
         let want = act(rounded.forward(x16.clone().cast(DType::F32)), activation);
         let got = tiled::conv2d(&half, &x16, activation)
             .unwrap_or_else(|| panic!("{case}, f16: applies"));
@@ -648,8 +660,7 @@ fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
     let x = Tensor::<4>::zeros([1, 16, 8, 8], device);
     // A float type the kernel does not handle is declined.
     let conv = Conv2dConfig::new([16, 16], [3, 3]).init(device);
-    let mut wide = conv.clone();
-    wide.weight = burn::module::Param::from_tensor(conv.weight.val().cast(DType::F64));
+    let wide = conv_as(&conv, DType::F64);
     if let Some(y) = tiled::conv2d(&wide, &x.clone().cast(DType::F64), none) {
         panic!("f64 ran: {:?}", y.dtype());
     }
@@ -711,6 +722,7 @@ fn every_model_on_the_tiled_kernel_matches_the_cpu() {
         let on_gpu = Classifier::load(info, &compute).expect("load on wgpu");
         let before = tiled::launches();
         let windows_before = gpu::window::launches();
+        let in_place_before = tiled::in_place_writes();
         let got = match gpu::with_path(ConvPath::Tiled, || on_gpu.classify(&inputs)) {
             Err(glassbox::Error::Device { reason, .. }) if reason.contains("largest buffer") => {
                 eprintln!("SKIPPED {}: {reason}", info.id());
@@ -727,6 +739,14 @@ fn every_model_on_the_tiled_kernel_matches_the_cpu() {
             "{}: the window kernel never ran",
             info.id()
         );
+        // GoogLeNet's inception branches write straight into their concatenation.
+        if info.id().starts_with("googlenet") {
+            assert!(
+                tiled::in_place_writes() > in_place_before,
+                "{}: no branch was written in place",
+                info.id()
+            );
+        }
         compared += 1;
         let worst = got
             .as_slice()
@@ -766,6 +786,100 @@ fn every_model_on_the_tiled_kernel_matches_the_cpu() {
     assert!(compared >= 3, "only {compared} models compared");
 }
 
+/// A concatenation of convolutions (`glassbox::model::cpu::Concat`, as the routing writes an
+/// inception block) equals burn's convolutions concatenated by `cat`, on the GPU with the
+/// dense parts written straight into their channels (at channel offsets that are not a
+/// multiple of anything) and a depthwise part, which the tiled kernel does not take, copied in
+/// after, in f32 within 1e-5 and in f16 within 2e-3 relative; and on the CPU exactly.
+#[test]
+fn a_concatenation_of_convolutions_is_written_in_place_on_the_gpu() {
+    let _serial = device_failures();
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::{Conv2d, Conv2dConfig};
+    use burn::tensor::{DType, Device, Tensor, TensorData};
+    use glassbox::model::cpu::{Activation, Concat, Part};
+    use glassbox::model::gpu::{self, ConvPath, tiled};
+    let Some(compute) = gpu_with_f16() else {
+        return;
+    };
+    let run = |device: &Device, dtype: DType, path: ConvPath| {
+        let convs: [Conv2d; 3] = [
+            Conv2dConfig::new([8, 5], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+            Conv2dConfig::new([8, 8], [3, 3])
+                .with_groups(8)
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+            Conv2dConfig::new([8, 3], [1, 1]),
+        ]
+        .map(|c| conv_as(&c.init(device), dtype));
+        let len = 2 * 8 * 9 * 11;
+        let values: Vec<f32> = (0..len)
+            .map(|i| ((i * 7919 % 1009) as f32) / 504.5 - 1.0)
+            .collect();
+        let x = Tensor::<4>::from_data(TensorData::new(values, [2, 8, 9, 11]), device).cast(dtype);
+        let acts = [
+            Activation::Relu,
+            Activation::None,
+            Activation::Clamp(0.0, 0.5),
+        ];
+        gpu::with_path(path, || {
+            let concat = Concat::new([&convs[0], &convs[1], &convs[2]]);
+            let parts: Vec<Part> = (0..3)
+                .map(|i| concat.conv2d(i, &convs[i], x.clone(), acts[i]))
+                .collect();
+            let written: Vec<bool> = parts.iter().map(Part::is_written).collect();
+            let [a, b, c] = <[Part; 3]>::try_from(parts).ok().expect("three parts");
+            let y = concat.finish([a, b, c]);
+            let want = Tensor::cat(
+                (0..3)
+                    .map(|i| {
+                        // In f32, from the same (for f16, rounded) values.
+                        let conv = conv_as(&convs[i], DType::F32);
+                        let y = conv.forward(x.clone().cast(DType::F32));
+                        match acts[i] {
+                            Activation::Relu => burn::tensor::activation::relu(y),
+                            Activation::Clamp(lo, hi) => y.clamp(lo, hi),
+                            Activation::None => y,
+                        }
+                    })
+                    .collect(),
+                1,
+            );
+            let f32s = |t: Tensor<4>| -> Vec<f32> {
+                t.cast(DType::F32).into_data().try_to_vec().expect("f32")
+            };
+            assert_eq!(y.dims(), [2, 16, 9, 11]);
+            (f32s(y), f32s(want), written)
+        })
+    };
+    let worst = |(got, want, _): &(Vec<f32>, Vec<f32>, Vec<bool>)| {
+        got.iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+            .fold(0f32, f32::max)
+    };
+    let device = compute.device();
+    let before = tiled::in_place_writes();
+    let f32_run = run(device, DType::F32, ConvPath::Tiled);
+    assert_eq!(
+        f32_run.2,
+        [true, false, true],
+        "which parts were written in place"
+    );
+    assert_eq!(tiled::in_place_writes() - before, 2);
+    assert!(worst(&f32_run) <= 1e-5, "f32: {}", worst(&f32_run));
+    let f16_run = run(device, DType::F16, ConvPath::Tiled);
+    assert_eq!(f16_run.2, [true, false, true]);
+    assert!(worst(&f16_run) <= 2e-3, "f16: {}", worst(&f16_run));
+    // burn's kernels: every part a tensor, concatenated as before, exactly; the CPU: every part
+    // a tensor from glassbox's CPU kernels.
+    let burn_run = run(device, DType::F32, ConvPath::Burn);
+    assert_eq!(burn_run.2, [false; 3]);
+    assert_eq!(burn_run.0, burn_run.1);
+    let cpu_run = run(&Device::flex(), DType::F32, ConvPath::Tiled);
+    assert_eq!(cpu_run.2, [false; 3]);
+    assert!(worst(&cpu_run) <= 1e-5, "CPU: {}", worst(&cpu_run));
+}
+
 /// glassbox's window kernels (`glassbox::model::gpu::window`) equal burn's on the adapter:
 /// depthwise convolutions as EfficientNet-Lite0 has them (3×3 and 5×5, strides 1 and 2, its
 /// asymmetric TF-SAME padding, Relu6's clamp, with and without bias) and max pooling as
@@ -775,7 +889,6 @@ fn every_model_on_the_tiled_kernel_matches_the_cpu() {
 #[test]
 fn the_window_kernels_equal_burns_on_the_gpu() {
     let _serial = device_failures();
-    use burn::module::Param;
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
     use burn::nn::pool::MaxPool2dConfig;
@@ -843,18 +956,8 @@ fn the_window_kernels_equal_burns_on_the_gpu() {
         };
         let got = window::depthwise(&conv, &x, activation).expect("applies");
         close(got, act(conv.forward(x.clone())), 1e-5, &case);
-        let mut half = conv.clone();
-        half.weight = Param::from_tensor(conv.weight.val().cast(DType::F16));
-        half.bias = conv
-            .bias
-            .as_ref()
-            .map(|b| Param::from_tensor(b.val().cast(DType::F16)));
-        let mut rounded = conv.clone();
-        rounded.weight = Param::from_tensor(half.weight.val().cast(DType::F32));
-        rounded.bias = half
-            .bias
-            .as_ref()
-            .map(|b| Param::from_tensor(b.val().cast(DType::F32)));
+        let half = conv_as(&conv, DType::F16);
+        let rounded = conv_as(&half, DType::F32);
         let x16 = x.cast(DType::F16);
         let got = window::depthwise(&half, &x16, activation).expect("applies in f16");
         assert_eq!(got.dtype(), DType::F16);
@@ -909,7 +1012,6 @@ fn the_window_kernels_equal_burns_on_the_gpu() {
 #[test]
 fn fully_connected_layers_on_the_tiled_kernel_equal_burns_on_the_gpu() {
     let _serial = device_failures();
-    use burn::module::Param;
     use burn::nn::LinearConfig;
     use burn::tensor::{DType, Tensor, TensorData};
     use glassbox::model::cpu::Activation;
@@ -946,18 +1048,8 @@ fn fully_connected_layers_on_the_tiled_kernel_equal_burns_on_the_gpu() {
         };
         let got = tiled::linear(&linear, &x, activation).expect("applies");
         check(got, act(linear.forward(x.clone())), 1e-5, &case);
-        let mut half = linear.clone();
-        half.weight = Param::from_tensor(linear.weight.val().cast(DType::F16));
-        half.bias = linear
-            .bias
-            .as_ref()
-            .map(|b| Param::from_tensor(b.val().cast(DType::F16)));
-        let mut rounded = linear.clone();
-        rounded.weight = Param::from_tensor(half.weight.val().cast(DType::F32));
-        rounded.bias = half
-            .bias
-            .as_ref()
-            .map(|b| Param::from_tensor(b.val().cast(DType::F32)));
+        let half = linear_as(&linear, DType::F16);
+        let rounded = linear_as(&half, DType::F32);
         let x16 = x.cast(DType::F16);
         let got = tiled::linear(&half, &x16, activation).expect("applies in f16");
         assert_eq!(got.dtype(), DType::F16);

@@ -40,6 +40,7 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 mod activation;
+mod concat;
 mod conv;
 mod depthwise;
 mod linear;
@@ -48,6 +49,7 @@ mod phases;
 mod pool;
 
 pub use activation::Activation;
+pub use concat::{Concat, Part};
 pub use conv::conv2d;
 pub use linear::linear;
 pub use lrn::lrn;

@@ -27,6 +27,7 @@
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
+use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::cube::{cube_tensor, elem_type, into_tensor, launch_checked};
@@ -183,8 +184,9 @@ pub(super) fn activation_code(activation: Activation) -> (u32, f32, f32) {
 }
 
 /// The implicit-GEMM convolution. Scalars: strides of `x` (n, c, h, w), of `w` (o, c, h, w)
-/// and of `out` (n, c, h, w); sizes; stride and leading padding; `m_total = n·ho·wo`,
-/// `k_total = cin·kh·kw`.
+/// and of `out` (n, c, h, w), and where in `out` channel 0 of image 0 goes (`o_off`, non-zero
+/// where the output is a channel slice of a concatenation); sizes; stride and leading padding;
+/// `m_total = n·ho·wo`, `k_total = cin·kh·kw`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments, clippy::collapsible_if)]
 fn conv2d_gemm_kernel<E: Float>(
@@ -204,6 +206,7 @@ fn conv2d_gemm_kernel<E: Float>(
     osc: u32,
     osh: u32,
     osw: u32,
+    o_off: u32,
     h: u32,
     wd: u32,
     cout: u32,
@@ -367,7 +370,7 @@ fn conv2d_gemm_kernel<E: Float>(
             let t = m / wo;
             let oy = t % ho;
             let n = t / ho;
-            let base = n * osn + oy * osh + ox * osw;
+            let base = o_off + n * osn + oy * osh + ox * osw;
             #[unroll]
             for j in 0..tn {
                 let co = n0 + ty + j * ty_n;
@@ -430,19 +433,7 @@ pub fn conv2d_with_tile(
     activation: Activation,
     tile: Option<Tile>,
 ) -> Option<Tensor<4>> {
-    if conv.groups != 1 || conv.dilation != [1, 1] {
-        return None;
-    }
-    Gemm {
-        x,
-        weight: conv.weight.val(),
-        bias: conv.bias.as_ref().map(|b| b.val()),
-        stride: conv.stride,
-        padding: super::super::cpu::padding(&conv.padding)?,
-        activation,
-        layer: "convolution",
-    }
-    .run(tile)
+    Gemm::of(conv, x, activation)?.run(tile)
 }
 
 /// `linear` then `activation` applied to `x` (`[n, in]`) by the kernel, as a 1×1 convolution
@@ -465,6 +456,96 @@ pub fn linear(linear: &Linear, x: &Tensor<2>, activation: Activation) -> Option<
     Some(y.reshape([n, dout]))
 }
 
+/// Convolutions the kernel wrote straight into their channels of a concatenation.
+static IN_PLACE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many convolutions the kernel has written straight into their slice of a concatenation
+/// in this process so far ([`Concat`]; for tests and profiles).
+pub fn in_place_writes() -> u64 {
+    IN_PLACE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A concatenation along channels, `[n, Σ parts, ho, wo]`, whose parts are convolutions that
+/// the kernel writes straight into their channels: an inception block's branches without the
+/// copy `cat` makes of them (build.rs's routing finds such concatenations; see
+/// [`crate::model::cpu::Concat`]).
+pub struct Concat {
+    /// The concatenation, on the fusion stream (registered when allocated: the kernels write
+    /// into its buffer before anything reads it).
+    full: Tensor<4>,
+    /// The same buffer, for the kernels to write.
+    target: CubeTensor,
+    /// Each part's first channel.
+    starts: Vec<usize>,
+}
+
+impl Concat {
+    /// The concatenation of parts of `channels` each, shaped as `conv` applied to `x` (all of
+    /// a concatenation's parts have the same image size), uninitialised; `None` where the
+    /// kernel does not run `conv` (as for [`conv2d`]: this part, and so the whole
+    /// concatenation, goes through `cat`).
+    pub fn new(conv: &Conv2d, x: &Tensor<4>, channels: &[usize]) -> Option<Self> {
+        let gemm = Gemm::of(conv, x, Activation::None)?;
+        let [n, _, height, width] = x.dims();
+        let [_, _, kh, kw] = gemm.weight.dims();
+        let [ho, wo] = conv_output_size([height, width], [kh, kw], gemm.stride, gemm.padding)?;
+        elem_type(x.dtype())?;
+        let xt = cube_tensor(x)?;
+        let total = channels.iter().sum::<usize>();
+        let target = burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
+            xt.client.clone(),
+            xt.device.clone(),
+            [n, total, ho, wo].into(),
+            x.dtype(),
+        );
+        let full = into_tensor(target.clone(), x)?;
+        let starts = channels
+            .iter()
+            .scan(0, |start, c| {
+                *start += c;
+                Some(*start - c)
+            })
+            .collect();
+        Some(Self {
+            full,
+            target,
+            starts,
+        })
+    }
+
+    /// Writes `conv` then `activation` applied to `x` into part `part`'s channels: `false`
+    /// where the kernel does not run it (it is then the caller's to [`Concat::finish`] with).
+    pub fn conv2d(
+        &self,
+        part: usize,
+        conv: &Conv2d,
+        x: &Tensor<4>,
+        activation: Activation,
+    ) -> bool {
+        let written = self.starts.get(part).is_some_and(|&start| {
+            Gemm::of(conv, x, activation)
+                .and_then(|gemm| gemm.launch(None, Some((&self.target, start))))
+                .is_some()
+        });
+        if written {
+            IN_PLACE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        written
+    }
+
+    /// The concatenation, with the parts the kernel did not write (`(part, tensor)`) copied
+    /// into their channels.
+    pub fn finish(self, rest: impl IntoIterator<Item = (usize, Tensor<4>)>) -> Tensor<4> {
+        let mut full = self.full;
+        for (part, y) in rest {
+            let start = self.starts[part];
+            let end = start + y.dims()[1];
+            full = full.slice_assign(burn::tensor::s![.., start..end, .., ..], y);
+        }
+        full
+    }
+}
+
 /// One product for the kernel: the input, weights `[cout, cin, kh, kw]` (any strides), bias,
 /// stride, padding `[top, left, bottom, right]`, activation, and what the layer is (for a
 /// notice).
@@ -478,8 +559,34 @@ struct Gemm<'a> {
     layer: &'static str,
 }
 
-impl Gemm<'_> {
+impl<'a> Gemm<'a> {
+    /// `conv` applied to `x` as a product, or `None` for grouped or dilated convolutions and
+    /// `Same` padding.
+    fn of(conv: &Conv2d, x: &'a Tensor<4>, activation: Activation) -> Option<Self> {
+        if conv.groups != 1 || conv.dilation != [1, 1] {
+            return None;
+        }
+        Some(Gemm {
+            x,
+            weight: conv.weight.val(),
+            bias: conv.bias.as_ref().map(|b| b.val()),
+            stride: conv.stride,
+            padding: super::super::cpu::padding(&conv.padding)?,
+            activation,
+            layer: "convolution",
+        })
+    }
+
+    /// The product as a new tensor.
     fn run(self, tile: Option<Tile>) -> Option<Tensor<4>> {
+        let x = self.x;
+        into_tensor(self.launch(tile, None)?, x)
+    }
+
+    /// Launches the kernel on a new NCHW tensor, which it returns, or, with `into =
+    /// (target, channel)`, on channels `channel..channel + cout` of `target` (any strides), which it
+    /// returns; `None` where the kernel does not apply or `target` is not this product's shape.
+    fn launch(self, tile: Option<Tile>, into: Option<(&CubeTensor, usize)>) -> Option<CubeTensor> {
         let Gemm {
             x,
             weight,
@@ -499,6 +606,12 @@ impl Gemm<'_> {
         let elem = elem_type(dtype)?;
         let [top, left, _, _] = padding;
         let [ho, wo] = conv_output_size([height, width], [kh, kw], stride, padding)?;
+        if let Some((target, channel)) = into {
+            let [tn, tc, th, tw] = target.meta.shape().dims::<4>();
+            if [tn, th, tw] != [n, ho, wo] || channel + cout > tc || target.dtype != dtype {
+                return None;
+            }
+        }
         let m_total = n * ho * wo;
         let k_total = cin * kh * kw;
         let tile = tile.unwrap_or_else(|| Tile::for_shape(m_total, cout));
@@ -529,12 +642,18 @@ impl Gemm<'_> {
         // Without a bias the kernel never reads the buffer; bind the weights in its place.
         let bias = bias.unwrap_or_else(|| wt.clone());
         let launch = || {
-            let out = burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
-                client.clone(),
-                xt.device.clone(),
-                [n, cout, ho, wo].into(),
-                dtype,
-            );
+            let (out, channel) = match into {
+                Some((target, channel)) => (target.clone(), channel),
+                None => (
+                    burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
+                        client.clone(),
+                        xt.device.clone(),
+                        [n, cout, ho, wo].into(),
+                        dtype,
+                    ),
+                    0,
+                ),
+            };
             let os = out.meta.strides().clone();
             // SAFETY: every index the kernel forms is checked against the sizes passed with it
             // (pixels against `m_total`, channels against `cout`, the window against the input's
@@ -560,6 +679,7 @@ impl Gemm<'_> {
                     u(os[1]),
                     u(os[2]),
                     u(os[3]),
+                    u(channel * os[1]),
                     u(height),
                     u(width),
                     u(cout),
@@ -597,6 +717,6 @@ impl Gemm<'_> {
             format!("a {cin}->{cout} {kh}x{kw} {layer}")
         })?;
         LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        into_tensor(out, x)
+        Some(out)
     }
 }
