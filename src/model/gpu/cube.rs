@@ -92,7 +92,7 @@ pub(crate) fn launch_checked(
 
 /// A float tensor's CubeCL tensor (waiting for the fusion stream that produces it), or `None`
 /// off a CubeCL device.
-pub(crate) fn cube_tensor(x: &Tensor<4>) -> Option<CubeTensor> {
+pub(crate) fn cube_tensor<const D: usize>(x: &Tensor<D>) -> Option<CubeTensor> {
     let fused = x.clone().try_into_primitive::<Cube>().ok()?;
     let client = fused.client.clone();
     Some(client.resolve_tensor_float::<CubeBackend>(fused))

@@ -14,10 +14,15 @@
 //! tuned: a first image pays for compiling the kernel only.
 //!
 //! Layout: the input and output are read and written through their strides, so NCHW and the
-//! channels-last views burn produces both work; the output is a new NCHW tensor. Invocation
-//! `x` of a workgroup takes pixels `x, x + threads_x, …` so that neighbouring invocations load
-//! and store neighbouring pixels (coalesced on NCHW) and read workgroup memory without bank
-//! conflicts.
+//! channels-last views burn produces both work; the output is a new NCHW tensor, or a channel
+//! slice of a concatenation ([`Concat`]: an inception block's branches write straight into
+//! it). Invocation `x` of a workgroup takes pixels `x, x + threads_x, …` so that neighbouring
+//! invocations load and store neighbouring pixels (coalesced on NCHW) and read workgroup memory
+//! without bank conflicts. The weights are read as a row-major `[cin·kh·kw, cout]` matrix
+//! (a convolution's are reordered once per call, at most one pass over them against the
+//! `m / Tile::m` passes the tiles make; a fully connected layer's already are that matrix),
+//! four output channels per load (a 128-bit load in f32) where `cout` is a multiple of four,
+//! as in every built-in model.
 //!
 //! Tensors are f32 or f16 (`--precision f16`: half the bytes read and written); the kernel
 //! always sums in f32, in a different order from burn's direct kernel, so the two agree to
@@ -104,14 +109,16 @@ impl Tile {
         self.threads_x * self.threads_y
     }
 
-    /// Whether each invocation's share of the tile loads is a whole number with the pixel and
-    /// reduction positions it loads fixed across the slices (what the kernel relies on).
-    fn valid(self) -> bool {
+    /// Whether each invocation's share of the tile loads is a whole number, with the pixel it
+    /// loads fixed across the slices, for weights read `vector` channels at a time (what the
+    /// kernel relies on).
+    fn valid(self, vector: u32) -> bool {
         let t = self.threads();
         t.is_multiple_of(self.m())
             && t.is_multiple_of(self.k)
             && (self.k * self.m()).is_multiple_of(t)
-            && (self.k * self.n()).is_multiple_of(t)
+            && self.n().is_multiple_of(vector)
+            && (self.k * self.n()).is_multiple_of(t * vector)
     }
 
     /// Workgroups of this tile for a product of `m` pixels × `cout` channels.
@@ -183,25 +190,22 @@ pub(super) fn activation_code(activation: Activation) -> (u32, f32, f32) {
     }
 }
 
-/// The implicit-GEMM convolution. Scalars: strides of `x` (n, c, h, w), of `w` (o, c, h, w)
-/// and of `out` (n, c, h, w), and where in `out` channel 0 of image 0 goes (`o_off`, non-zero
+/// The implicit-GEMM convolution. `w` is the weights as a `[k_total, cout]` row-major matrix
+/// (row `k = (ci·kh + ky)·kw + kx`), read `N` output channels per load (`cout` a multiple of
+/// `N`). Scalars: strides of `x` (n, c, h, w) and of `out` (n, c, h, w), and where in `out` channel 0 of image 0 goes (`o_off`, non-zero
 /// where the output is a channel slice of a concatenation); sizes; stride and leading padding;
 /// `m_total = n·ho·wo`, `k_total = cin·kh·kw`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments, clippy::collapsible_if)]
-fn conv2d_gemm_kernel<E: Float>(
+fn conv2d_gemm_kernel<E: Float, N: Size>(
     x: &[E],
-    w: &[E],
+    w: &[Vector<E, N>],
     bias: &[E],
     out: &mut [E],
     xsn: u32,
     xsc: u32,
     xsh: u32,
     xsw: u32,
-    wso: u32,
-    wsc: u32,
-    wsh: u32,
-    wsw: u32,
     osn: u32,
     osc: u32,
     osh: u32,
@@ -237,9 +241,11 @@ fn conv2d_gemm_kernel<E: Float>(
     let threads = comptime!(tx_n * ty_n);
     let b_row = comptime!(bn + 1);
     let a_loads = comptime!(bk * bm / threads);
-    let b_loads = comptime!(bk * bn / threads);
+    let vector_size = N::value();
+    let vn = comptime!(vector_size as u32);
+    let b_loads = comptime!(bk * bn / (vn * threads));
+    let b_vectors_per_row = comptime!(bn / vn);
     let a_step = comptime!(threads / bm);
-    let b_step = comptime!(threads / bk);
 
     let tx = UNIT_POS_X;
     let ty = UNIT_POS_Y;
@@ -270,16 +276,13 @@ fn conv2d_gemm_kernel<E: Float>(
     let a_base = a_n * xsn;
     let khw = kh * kw;
 
-    // So is the reduction position of its weight loads.
-    let b_kk = tid % bk;
-    let b_nn0 = tid / bk;
+    let cout_v = cout / vn;
     // Where each of a slice's `bk` window positions reads, worked out once per slice by the
     // first `bk` invocations (three integer divisions each) rather than by every load:
-    // the input channel's offset, the tap's row and column, and the weights' offset.
+    // the input channel's offset, and the tap's row and column.
     let mut k_c = Shared::<[u32]>::new_slice(comptime!(bk as usize));
     let mut k_y = Shared::<[u32]>::new_slice(comptime!(bk as usize));
     let mut k_x = Shared::<[u32]>::new_slice(comptime!(bk as usize));
-    let mut k_w = Shared::<[u32]>::new_slice(comptime!(bk as usize));
     // A pointwise convolution reads channel `k` of its pixel: no table, no bounds.
     let a_pixel = a_base + (a_oy * sh) * xsh + (a_ox * sw) * xsw;
 
@@ -295,7 +298,6 @@ fn conv2d_gemm_kernel<E: Float>(
                 k_c[tid as usize] = ci * xsc;
                 k_y[tid as usize] = ky;
                 k_x[tid as usize] = kx;
-                k_w[tid as usize] = ci * wsc + ky * wsh + kx * wsw;
             }
             sync_cube();
         }
@@ -320,21 +322,23 @@ fn conv2d_gemm_kernel<E: Float>(
             }
             a_s[(kk * bm + a_mm) as usize] = v;
         }
-        let bkk = k0 + b_kk;
-        let b_in = bkk < k_total;
-        let mut b_off = bkk * wsc;
-        if comptime!(!pointwise) {
-            b_off = k_w[b_kk as usize];
-        }
+        // The weights: `N` neighbouring output channels of one row per load, neighbouring
+        // invocations on neighbouring vectors of the row.
         #[unroll]
         for r in 0..b_loads {
-            let nn = b_nn0 + r * b_step;
-            let co = n0 + nn;
-            let mut v = 0.0f32;
-            if b_in && co < cout {
-                v = f32::cast_from(w[(co * wso + b_off) as usize]);
+            let v = tid + r * threads;
+            let kk = v / b_vectors_per_row;
+            let nv = v % b_vectors_per_row;
+            let k = k0 + kk;
+            let cv = n0 / vn + nv;
+            let mut vals = Vector::<f32, N>::new(0.0f32);
+            if k < k_total && cv < cout_v {
+                vals = Vector::<f32, N>::cast_from(w[(k * cout_v + cv) as usize]);
             }
-            b_s[(b_kk * b_row + nn) as usize] = v;
+            #[unroll]
+            for j in 0..N::value() {
+                b_s[(kk * b_row + nv * vn + j as u32) as usize] = vals.extract(j);
+            }
         }
         sync_cube();
 
@@ -437,15 +441,17 @@ pub fn conv2d_with_tile(
 }
 
 /// `linear` then `activation` applied to `x` (`[n, in]`) by the kernel, as a 1×1 convolution
-/// over `[n, in, 1, 1]` that reads burn's `[in, out]` weights through their strides (no copy),
+/// over `[n, in, 1, 1]` that reads burn's `[in, out]` weights as they are (no copy),
 /// or `None` where the kernel does not apply (as for [`conv2d`]).
 pub fn linear(linear: &Linear, x: &Tensor<2>, activation: Activation) -> Option<Tensor<2>> {
     let [n, din] = x.dims();
+    // burn's `[in, out]` weights already are the kernel's `[k, cout]` matrix.
     let weight = linear.weight.val();
     let [_, dout] = weight.dims();
     let y = Gemm {
         x: &x.clone().reshape([n, din, 1, 1]),
-        weight: weight.unsqueeze_dims::<4>(&[2, 3]).swap_dims(0, 1),
+        weight,
+        kernel: [1, 1],
         bias: linear.bias.as_ref().map(|b| b.val()),
         stride: [1, 1],
         padding: [0; 4],
@@ -487,7 +493,7 @@ impl Concat {
     pub fn new(conv: &Conv2d, x: &Tensor<4>, channels: &[usize]) -> Option<Self> {
         let gemm = Gemm::of(conv, x, Activation::None)?;
         let [n, _, height, width] = x.dims();
-        let [_, _, kh, kw] = gemm.weight.dims();
+        let [kh, kw] = gemm.kernel;
         let [ho, wo] = conv_output_size([height, width], [kh, kw], gemm.stride, gemm.padding)?;
         elem_type(x.dtype())?;
         let xt = cube_tensor(x)?;
@@ -546,12 +552,13 @@ impl Concat {
     }
 }
 
-/// One product for the kernel: the input, weights `[cout, cin, kh, kw]` (any strides), bias,
-/// stride, padding `[top, left, bottom, right]`, activation, and what the layer is (for a
-/// notice).
+/// One product for the kernel: the input, weights as a `[cin·kh·kw, cout]` matrix (any strides),
+/// the kernel size `[kh, kw]`, bias, stride, padding `[top, left, bottom, right]`, activation,
+/// and what the layer is (for a notice).
 struct Gemm<'a> {
     x: &'a Tensor<4>,
-    weight: Tensor<4>,
+    weight: Tensor<2>,
+    kernel: [usize; 2],
     bias: Option<Tensor<1>>,
     stride: [usize; 2],
     padding: [usize; 4],
@@ -566,9 +573,13 @@ impl<'a> Gemm<'a> {
         if conv.groups != 1 || conv.dilation != [1, 1] {
             return None;
         }
+        let weight = conv.weight.val();
+        let [cout, cin, kh, kw] = weight.dims();
         Some(Gemm {
             x,
-            weight: conv.weight.val(),
+            // [cin, kh, kw, cout]: row (ci·kh + ky)·kw + kx, as the kernel walks the window.
+            weight: weight.permute([1, 2, 3, 0]).reshape([cin * kh * kw, cout]),
+            kernel: [kh, kw],
             bias: conv.bias.as_ref().map(|b| b.val()),
             stride: conv.stride,
             padding: super::super::cpu::padding(&conv.padding)?,
@@ -590,16 +601,17 @@ impl<'a> Gemm<'a> {
         let Gemm {
             x,
             weight,
+            kernel: [kh, kw],
             bias,
             stride,
             padding,
             activation,
             layer,
         } = self;
-        let [cout, cin, kh, kw] = weight.dims();
-        let [n, channels, height, width] = x.dims();
+        let [k_total, cout] = weight.dims();
+        let [n, cin, height, width] = x.dims();
         let [sh, sw] = stride;
-        if channels != cin || sh == 0 || sw == 0 || weight.dtype() != x.dtype() {
+        if k_total != cin * kh * kw || sh == 0 || sw == 0 || weight.dtype() != x.dtype() {
             return None;
         }
         let dtype = x.dtype();
@@ -613,9 +625,11 @@ impl<'a> Gemm<'a> {
             }
         }
         let m_total = n * ho * wo;
-        let k_total = cin * kh * kw;
         let tile = tile.unwrap_or_else(|| Tile::for_shape(m_total, cout));
-        if !tile.valid() {
+        // Weights are read four output channels at a time where the layer has a multiple of
+        // four (every built-in model's convolutions and fully connected layers), else one.
+        let vector = if cout.is_multiple_of(4) && tile.valid(4) { 4 } else { 1 };
+        if !tile.valid(vector) {
             return None;
         }
         let groups = [
@@ -628,16 +642,17 @@ impl<'a> Gemm<'a> {
 
         let (has_bias, pointwise) = (bias.is_some(), kh == 1 && kw == 1 && top == 0 && left == 0);
         let (act, lo, hi) = activation_code(activation);
-        let variant = format!("conv {tile:?} {dtype:?} {has_bias} {act} {pointwise}");
+        let variant = format!("conv {tile:?} {dtype:?} {has_bias} {act} {pointwise} {vector}");
         let xt = cube_tensor(x)?;
-        let wt = cube_tensor(&weight)?;
+        // Row-major, as the kernel reads it (a copy unless it already is: a convolution's
+        // weights are reordered, a fully connected layer's `[in, out]` weights are not).
+        let wt = burn_cubecl::kernel::into_contiguous(cube_tensor(&weight)?);
         let bias = match bias {
             Some(b) => Some(cube_tensor(&b.reshape([1, 1, 1, cout]))?),
             None => None,
         };
         let client = xt.client.clone();
         let xs = xt.meta.strides().clone();
-        let ws = wt.meta.strides().clone();
         let u = |v: usize| v as u32;
         // Without a bias the kernel never reads the buffer; bind the weights in its place.
         let bias = bias.unwrap_or_else(|| wt.clone());
@@ -663,6 +678,7 @@ impl<'a> Gemm<'a> {
                     &client,
                     CubeCount::Static(u(groups[0]), u(groups[1]), 1),
                     CubeDim::new_2d(tile.threads_x, tile.threads_y),
+                    vector as usize,
                     xt.clone().into_buffer_arg(),
                     wt.clone().into_buffer_arg(),
                     bias.clone().into_buffer_arg(),
@@ -671,10 +687,6 @@ impl<'a> Gemm<'a> {
                     u(xs[1]),
                     u(xs[2]),
                     u(xs[3]),
-                    u(ws[0]),
-                    u(ws[1]),
-                    u(ws[2]),
-                    u(ws[3]),
                     u(os[0]),
                     u(os[1]),
                     u(os[2]),
