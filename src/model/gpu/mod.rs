@@ -155,8 +155,15 @@ pub fn conv2d(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Te
         ),
         #[cfg(feature = "gpu")]
         ConvPath::Tiled => {
-            return tiled::conv2d(conv, x, activation)
-                .or_else(|| window::depthwise(conv, x, activation));
+            let y = tiled::conv2d(conv, x, activation)
+                .or_else(|| window::depthwise(conv, x, activation))?;
+            check_layer(&y, || {
+                let [cout, _, kh, kw] = conv.weight.dims();
+                let what = format!("conv {kh}x{kw} /{:?} ->{cout} {activation:?}", conv.stride);
+                let want = conv_f32(conv).forward(f32_of(x));
+                Some((what, x.clone(), activation.burn(want)))
+            });
+            return Some(y);
         }
         #[cfg(not(feature = "gpu"))]
         ConvPath::Tiled => None,
@@ -169,7 +176,21 @@ pub fn conv2d(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Te
 pub fn linear(linear: &Linear, x: &Tensor<2>, activation: Activation) -> Option<Tensor<2>> {
     match path() {
         #[cfg(feature = "gpu")]
-        ConvPath::Tiled => tiled::linear(linear, x, activation),
+        ConvPath::Tiled => {
+            let y = tiled::linear(linear, x, activation)?;
+            check_layer(&y, || {
+                let what = format!("linear ->{} {activation:?}", y.dims()[1]);
+                // Not where the f32 weights would be over the adapter's buffer limit (AlexNet's
+                // first fully connected layer on lavapipe, which runs it in f16 only).
+                let f32_bytes = linear.weight.val().shape().num_elements() as u64 * 4;
+                (f32_bytes <= crate::device::gpu_buffer_limit().unwrap_or(FALLBACK_BUFFER_LIMIT))
+                    .then(|| {
+                        let want = linear_f32(linear).forward(f32_of(x));
+                        (what, x.clone(), activation.burn(want))
+                    })
+            });
+            Some(y)
+        }
         _ => {
             let _ = (linear, x, activation);
             None
@@ -182,12 +203,109 @@ pub fn linear(linear: &Linear, x: &Tensor<2>, activation: Activation) -> Option<
 pub fn max_pool2d(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
     match path() {
         #[cfg(feature = "gpu")]
-        ConvPath::Tiled => window::max_pool2d(pool, x),
+        ConvPath::Tiled => {
+            let y = window::max_pool2d(pool, x)?;
+            check_layer(&y, || {
+                let what = format!("max pool {:?} /{:?}", pool.kernel_size, pool.stride);
+                Some((what, x.clone(), pool.forward(f32_of(x))))
+            });
+            Some(y)
+        }
         _ => {
             let _ = (pool, x);
             None
         }
     }
+}
+
+/// Whether every layer glassbox's kernels run is also run by burn's, for [`take_layer_checks`].
+static LAYER_CHECKS_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The layers checked since the last [`take_layer_checks`].
+static LAYER_CHECKS: std::sync::Mutex<Vec<LayerCheck>> = std::sync::Mutex::new(Vec::new());
+
+/// One layer run by glassbox's kernels and by burn's f32 kernel on the same values
+/// ([`set_layer_checks`]).
+#[derive(Debug, Clone)]
+pub struct LayerCheck {
+    /// The layer: its kind, kernel, stride, output channels and activation.
+    pub layer: String,
+    /// Its input's shape.
+    pub input: Vec<usize>,
+    /// Its output's dtype.
+    pub dtype: burn::tensor::DType,
+    /// The largest `|glassbox − burn|` over its outputs, relative to `1 + max |burn|` (the
+    /// layer's scale: two orders of summation differ by rounding relative to the size of the
+    /// terms summed, not to an output that cancels to near zero).
+    pub worst: f32,
+}
+
+/// Turns on (or off) checking every layer that glassbox's kernels run against burn's kernel on
+/// the same input, for tests (it runs each such layer twice and waits for the device):
+/// [`take_layer_checks`] returns what was seen.
+pub fn set_layer_checks(on: bool) {
+    LAYER_CHECKS_ON.store(on, Ordering::Relaxed);
+}
+
+/// The layers checked since the last call ([`set_layer_checks`]).
+pub fn take_layer_checks() -> Vec<LayerCheck> {
+    std::mem::take(&mut *LAYER_CHECKS.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// `x` in f32 (f16 values widened exactly).
+pub(crate) fn f32_of<const D: usize>(x: &Tensor<D>) -> Tensor<D> {
+    x.clone().cast(burn::tensor::DType::F32)
+}
+
+/// `conv` with its weights and bias in f32 (f16 values widened exactly): burn's f32 kernel on
+/// the same values is the reference for an f16 layer, which glassbox's kernels sum in f32.
+pub(crate) fn conv_f32(conv: &Conv2d) -> Conv2d {
+    let mut wide = conv.clone();
+    wide.weight = burn::module::Param::from_tensor(f32_of(&conv.weight.val()));
+    wide.bias = conv
+        .bias
+        .as_ref()
+        .map(|b| burn::module::Param::from_tensor(f32_of(&b.val())));
+    wide
+}
+
+/// As [`conv_f32`], for a fully connected layer.
+fn linear_f32(linear: &Linear) -> Linear {
+    let mut wide = linear.clone();
+    wide.weight = burn::module::Param::from_tensor(f32_of(&linear.weight.val()));
+    wide.bias = linear
+        .bias
+        .as_ref()
+        .map(|b| burn::module::Param::from_tensor(f32_of(&b.val())));
+    wide
+}
+
+/// Records how far `got` is from burn's f32 result on the same values where checks are on:
+/// `burn` gives the layer's name, its input and burn's output, or `None` where burn cannot
+/// run it.
+pub(crate) fn check_layer<const D: usize, const I: usize>(
+    got: &Tensor<D>,
+    burn: impl FnOnce() -> Option<(String, Tensor<I>, Tensor<D>)>,
+) {
+    if !LAYER_CHECKS_ON.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some((layer, input, want)) = burn() else {
+        return;
+    };
+    let f32s = |t: Tensor<D>| t.cast(burn::tensor::DType::F32);
+    let want = f32s(want);
+    let scale = want.clone().abs().max().into_scalar::<f32>() + 1.0;
+    let worst = (f32s(got.clone()) - want).abs().max().into_scalar::<f32>() / scale;
+    LAYER_CHECKS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(LayerCheck {
+            layer,
+            input: input.dims().to_vec(),
+            dtype: got.dtype(),
+            worst,
+        });
 }
 
 /// Fewest input channels for which the matrix products are used: each product's inner

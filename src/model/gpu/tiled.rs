@@ -539,6 +539,14 @@ impl Concat {
         written
     }
 
+    /// Part `part`'s `channels` channels of the concatenation (as written so far).
+    pub fn part(&self, part: usize, channels: usize) -> Tensor<4> {
+        let start = self.starts[part];
+        self.full
+            .clone()
+            .slice(burn::tensor::s![.., start..start + channels, .., ..])
+    }
+
     /// The concatenation, with the parts the kernel did not write (`(part, tensor)`) copied
     /// into their channels.
     pub fn finish(self, rest: impl IntoIterator<Item = (usize, Tensor<4>)>) -> Tensor<4> {
@@ -628,7 +636,11 @@ impl<'a> Gemm<'a> {
         let tile = tile.unwrap_or_else(|| Tile::for_shape(m_total, cout));
         // Weights are read four output channels at a time where the layer has a multiple of
         // four (every built-in model's convolutions and fully connected layers), else one.
-        let vector = if cout.is_multiple_of(4) && tile.valid(4) { 4 } else { 1 };
+        let vector = if cout.is_multiple_of(4) && tile.valid(4) {
+            4
+        } else {
+            1
+        };
         if !tile.valid(vector) {
             return None;
         }
