@@ -695,7 +695,37 @@ fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
     );
     assert!(tiled::conv2d_with_tile(&conv, &x, none, Some(oversized)).is_none());
     assert!(glassbox::model::gpu::take_notices().is_empty());
-    assert!(tiled::conv2d(&grouped, &x, none).is_none());
+    assert!(tiled::conv2d(&grouped, &x, none).is_none(), "depthwise");
+    // A grouped convolution (AlexNet's two groups) runs one product per group.
+    let pair = Conv2dConfig::new([16, 24], [5, 5])
+        .with_groups(2)
+        .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+        .init(device);
+    let x = Tensor::<4>::from_data(
+        TensorData::new(
+            (0..2 * 16 * 9 * 10)
+                .map(|i| ((i * 7919 % 1009) as f32) / 504.5 - 1.0)
+                .collect::<Vec<f32>>(),
+            [2, 16, 9, 10],
+        ),
+        device,
+    );
+    let want: Vec<f32> = act(pair.forward(x.clone()), relu)
+        .into_data()
+        .try_to_vec()
+        .expect("f32");
+    let got: Vec<f32> = tiled::conv2d(&pair, &x, relu)
+        .expect("grouped applies")
+        .into_data()
+        .try_to_vec()
+        .expect("f32");
+    assert_eq!(got.len(), want.len());
+    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+            "grouped: element {i}: {a} vs {b}"
+        );
+    }
     assert!(tiled::conv2d(&dilated, &x, none).is_none());
 }
 

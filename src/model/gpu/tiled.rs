@@ -43,8 +43,9 @@ use crate::model::cpu::Activation;
 /// Convolutions run by the kernel in this process so far.
 static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// How many convolutions the kernel has run in this process (for tests and profiles: a path
-/// that silently fell back to burn's kernels would leave it unchanged).
+/// How many convolutions and fully connected layers the kernel has run in this process (for
+/// tests and profiles: a path that silently fell back to burn's kernels would leave it
+/// unchanged).
 pub fn launches() -> u64 {
     LAUNCHES.load(std::sync::atomic::Ordering::Relaxed)
 }
@@ -192,9 +193,11 @@ pub(super) fn activation_code(activation: Activation) -> (u32, f32, f32) {
 
 /// The implicit-GEMM convolution. `w` is the weights as a `[k_total, cout]` row-major matrix
 /// (row `k = (ci·kh + ky)·kw + kx`), read `N` output channels per load (`cout` a multiple of
-/// `N`). Scalars: strides of `x` (n, c, h, w) and of `out` (n, c, h, w), and where in `out` channel 0 of image 0 goes (`o_off`, non-zero
-/// where the output is a channel slice of a concatenation); sizes; stride and leading padding;
-/// `m_total = n·ho·wo`, `k_total = cin·kh·kw`.
+/// `N`). Scalars: strides of `x` (n, c, h, w) and of `out` (n, c, h, w); where in `x` the
+/// first input channel read is (`x_off`, non-zero for a group of a grouped convolution) and
+/// where in `out` the first output channel goes (`o_off`, non-zero for a group, or for a
+/// channel slice of a concatenation); sizes; stride and leading padding; `m_total = n·ho·wo`,
+/// `k_total = cin·kh·kw`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments, clippy::collapsible_if)]
 fn conv2d_gemm_kernel<E: Float, N: Size>(
@@ -206,6 +209,7 @@ fn conv2d_gemm_kernel<E: Float, N: Size>(
     xsc: u32,
     xsh: u32,
     xsw: u32,
+    x_off: u32,
     osn: u32,
     osc: u32,
     osh: u32,
@@ -273,7 +277,7 @@ fn conv2d_gemm_kernel<E: Float, N: Size>(
     let a_n = a_t / ho;
     let a_iy0 = (a_oy * sh) as i32 - ph as i32;
     let a_ix0 = (a_ox * sw) as i32 - pw as i32;
-    let a_base = a_n * xsn;
+    let a_base = x_off + a_n * xsn;
     let khw = kh * kw;
 
     let cout_v = cout / vn;
@@ -423,9 +427,11 @@ pub(super) fn bias_activation<E: Float>(
 }
 
 /// `conv` applied to `x` with `activation`, by the implicit-GEMM kernel, or `None` where the
-/// kernel does not apply (grouped or dilated convolutions, `Same` padding, a dtype other than f32
-/// and f16, a device that is not a CubeCL GPU, or a grid over 65,535 workgroups along an axis).
-/// f16 tensors are read and written in f16 and summed in f32.
+/// kernel does not apply (depthwise convolutions, which are the window kernel's, dilated ones,
+/// `Same` padding, a dtype other than f32 and f16, a device that is not a CubeCL GPU, or a
+/// grid over 65,535 workgroups along an axis). A grouped convolution runs as one product per
+/// group, each writing its channels of the output. f16 tensors are read and written in f16
+/// and summed in f32.
 pub fn conv2d(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Tensor<4>> {
     conv2d_with_tile(conv, x, activation, None)
 }
@@ -437,7 +443,45 @@ pub fn conv2d_with_tile(
     activation: Activation,
     tile: Option<Tile>,
 ) -> Option<Tensor<4>> {
-    Gemm::of(conv, x, activation)?.run(tile)
+    let out = launch_all(Gemm::of(conv, x, activation)?, tile, None)?;
+    into_tensor(out, x)
+}
+
+/// Launches the products of a convolution ([`Gemm::of`]) into a new tensor, or, with `into =
+/// (target, channel)`, into `target`'s channels from `channel` on; `None` where the kernel
+/// declines one of them (what it wrote is then overwritten by whoever runs the layer).
+fn launch_all(
+    products: Vec<(usize, Gemm<'_>)>,
+    tile: Option<Tile>,
+    into: Option<(&CubeTensor, usize)>,
+) -> Option<CubeTensor> {
+    let (target, channel) = match into {
+        Some((target, channel)) => (target.clone(), channel),
+        None if products.len() == 1 => {
+            let (_, product) = products.into_iter().next()?;
+            let out = product.launch(tile, None)?;
+            LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Some(out);
+        }
+        None => {
+            let (_, first) = products.first()?;
+            let cout = products.iter().map(|(_, p)| p.weight.dims()[1]).sum();
+            let [n, ho, wo] = first.output_size()?;
+            let xt = cube_tensor(first.x)?;
+            let out = burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
+                xt.client.clone(),
+                xt.device.clone(),
+                [n, cout, ho, wo].into(),
+                first.x.dtype(),
+            );
+            (out, 0)
+        }
+    };
+    for (offset, product) in products {
+        product.launch(tile, Some((&target, channel + offset)))?;
+    }
+    LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Some(target)
 }
 
 /// `linear` then `activation` applied to `x` (`[n, in]`) by the kernel, as a 1×1 convolution
@@ -448,8 +492,10 @@ pub fn linear(linear: &Linear, x: &Tensor<2>, activation: Activation) -> Option<
     // burn's `[in, out]` weights already are the kernel's `[k, cout]` matrix.
     let weight = linear.weight.val();
     let [_, dout] = weight.dims();
+    let x = x.clone().reshape([n, din, 1, 1]);
     let y = Gemm {
-        x: &x.clone().reshape([n, din, 1, 1]),
+        x: &x,
+        x_channel: 0,
         weight,
         kernel: [1, 1],
         bias: linear.bias.as_ref().map(|b| b.val()),
@@ -458,8 +504,9 @@ pub fn linear(linear: &Linear, x: &Tensor<2>, activation: Activation) -> Option<
         activation,
         layer: "fully connected layer",
     }
-    .run(None)?;
-    Some(y.reshape([n, dout]))
+    .launch(None, None)?;
+    LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Some(into_tensor(y, &x)?.reshape([n, dout]))
 }
 
 /// Convolutions the kernel wrote straight into their channels of a concatenation.
@@ -491,10 +538,8 @@ impl Concat {
     /// kernel does not run `conv` (as for [`conv2d`]: this part, and so the whole
     /// concatenation, goes through `cat`).
     pub fn new(conv: &Conv2d, x: &Tensor<4>, channels: &[usize]) -> Option<Self> {
-        let gemm = Gemm::of(conv, x, Activation::None)?;
-        let [n, _, height, width] = x.dims();
-        let [kh, kw] = gemm.kernel;
-        let [ho, wo] = conv_output_size([height, width], [kh, kw], gemm.stride, gemm.padding)?;
+        let products = Gemm::of(conv, x, Activation::None)?;
+        let [n, ho, wo] = products.first()?.1.output_size()?;
         elem_type(x.dtype())?;
         let xt = cube_tensor(x)?;
         let total = channels.iter().sum::<usize>();
@@ -530,7 +575,7 @@ impl Concat {
     ) -> bool {
         let written = self.starts.get(part).is_some_and(|&start| {
             Gemm::of(conv, x, activation)
-                .and_then(|gemm| gemm.launch(None, Some((&self.target, start))))
+                .and_then(|products| launch_all(products, None, Some((&self.target, start))))
                 .is_some()
         });
         if written {
@@ -565,6 +610,8 @@ impl Concat {
 /// and what the layer is (for a notice).
 struct Gemm<'a> {
     x: &'a Tensor<4>,
+    /// The first of `x`'s channels the product reads (a group's).
+    x_channel: usize,
     weight: Tensor<2>,
     kernel: [usize; 2],
     bias: Option<Tensor<1>>,
@@ -575,31 +622,57 @@ struct Gemm<'a> {
 }
 
 impl<'a> Gemm<'a> {
-    /// `conv` applied to `x` as a product, or `None` for grouped or dilated convolutions and
-    /// `Same` padding.
-    fn of(conv: &Conv2d, x: &'a Tensor<4>, activation: Activation) -> Option<Self> {
-        if conv.groups != 1 || conv.dilation != [1, 1] {
-            return None;
-        }
+    /// `conv` applied to `x` as one product per group (one for a dense convolution, two for
+    /// AlexNet's grouped ones), each with the first output channel it writes; `None` for
+    /// depthwise convolutions (the window kernel's), dilated ones and `Same` padding.
+    fn of(conv: &Conv2d, x: &'a Tensor<4>, activation: Activation) -> Option<Vec<(usize, Self)>> {
         let weight = conv.weight.val();
         let [cout, cin, kh, kw] = weight.dims();
-        Some(Gemm {
-            x,
-            // [cin, kh, kw, cout]: row (ci·kh + ky)·kw + kx, as the kernel walks the window.
-            weight: weight.permute([1, 2, 3, 0]).reshape([cin * kh * kw, cout]),
-            kernel: [kh, kw],
-            bias: conv.bias.as_ref().map(|b| b.val()),
-            stride: conv.stride,
-            padding: super::super::cpu::padding(&conv.padding)?,
-            activation,
-            layer: "convolution",
-        })
+        let groups = conv.groups;
+        if conv.dilation != [1, 1]
+            || groups == 0
+            || (groups > 1 && cin == 1)
+            || !cout.is_multiple_of(groups)
+        {
+            return None;
+        }
+        let padding = super::super::cpu::padding(&conv.padding)?;
+        let per_group = cout / groups;
+        let products = (0..groups).map(|g| {
+            let rows = g * per_group..(g + 1) * per_group;
+            let weight = match groups {
+                1 => weight.clone(),
+                _ => weight
+                    .clone()
+                    .slice(burn::tensor::s![rows.clone(), .., .., ..]),
+            };
+            let product = Gemm {
+                x,
+                x_channel: g * cin,
+                // [cin, kh, kw, cout]: row (ci·kh + ky)·kw + kx, as the kernel walks the window.
+                weight: weight
+                    .permute([1, 2, 3, 0])
+                    .reshape([cin * kh * kw, per_group]),
+                kernel: [kh, kw],
+                bias: conv.bias.as_ref().map(|b| match groups {
+                    1 => b.val(),
+                    _ => b.val().slice(burn::tensor::s![rows]),
+                }),
+                stride: conv.stride,
+                padding,
+                activation,
+                layer: "convolution",
+            };
+            (g * per_group, product)
+        });
+        Some(products.collect())
     }
 
-    /// The product as a new tensor.
-    fn run(self, tile: Option<Tile>) -> Option<Tensor<4>> {
-        let x = self.x;
-        into_tensor(self.launch(tile, None)?, x)
+    /// `[n, ho, wo]` of the product's output.
+    fn output_size(&self) -> Option<[usize; 3]> {
+        let [n, _, height, width] = self.x.dims();
+        let [ho, wo] = conv_output_size([height, width], self.kernel, self.stride, self.padding)?;
+        Some([n, ho, wo])
     }
 
     /// Launches the kernel on a new NCHW tensor, which it returns, or, with `into =
@@ -608,6 +681,7 @@ impl<'a> Gemm<'a> {
     fn launch(self, tile: Option<Tile>, into: Option<(&CubeTensor, usize)>) -> Option<CubeTensor> {
         let Gemm {
             x,
+            x_channel,
             weight,
             kernel: [kh, kw],
             bias,
@@ -617,9 +691,15 @@ impl<'a> Gemm<'a> {
             layer,
         } = self;
         let [k_total, cout] = weight.dims();
-        let [n, cin, height, width] = x.dims();
+        let [n, channels, height, width] = x.dims();
+        let cin = k_total / (kh * kw).max(1);
         let [sh, sw] = stride;
-        if k_total != cin * kh * kw || sh == 0 || sw == 0 || weight.dtype() != x.dtype() {
+        if k_total != cin * kh * kw
+            || x_channel + cin > channels
+            || sh == 0
+            || sw == 0
+            || weight.dtype() != x.dtype()
+        {
             return None;
         }
         let dtype = x.dtype();
@@ -699,6 +779,7 @@ impl<'a> Gemm<'a> {
                     u(xs[1]),
                     u(xs[2]),
                     u(xs[3]),
+                    u(x_channel * xs[1]),
                     u(os[0]),
                     u(os[1]),
                     u(os[2]),
@@ -740,7 +821,6 @@ impl<'a> Gemm<'a> {
         let out = launch_checked(variant, &client, &[&xt, &wt, &bias], launch, &what, || {
             format!("a {cin}->{cout} {kh}x{kw} {layer}")
         })?;
-        LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(out)
     }
 }
