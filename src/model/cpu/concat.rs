@@ -24,7 +24,8 @@ use super::{Activation, conv2d};
 /// A concatenation along channels of convolutions' outputs, written in place where the kernel
 /// allows.
 pub struct Concat {
-    /// Each part's output channels.
+    /// Each part's output channels (what a GPU's in-place concatenation is laid out by).
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
     channels: Vec<usize>,
     /// Where the parts go: not yet chosen (`None`), or chosen at the first part.
     target: RefCell<Option<Target>>,

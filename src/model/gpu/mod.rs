@@ -253,12 +253,14 @@ pub fn take_layer_checks() -> Vec<LayerCheck> {
 }
 
 /// `x` in f32 (f16 values widened exactly).
+#[cfg(feature = "gpu")]
 pub(crate) fn f32_of<const D: usize>(x: &Tensor<D>) -> Tensor<D> {
     x.clone().cast(burn::tensor::DType::F32)
 }
 
 /// `conv` with its weights and bias in f32 (f16 values widened exactly): burn's f32 kernel on
 /// the same values is the reference for an f16 layer, which glassbox's kernels sum in f32.
+#[cfg(feature = "gpu")]
 pub(crate) fn conv_f32(conv: &Conv2d) -> Conv2d {
     let mut wide = conv.clone();
     wide.weight = burn::module::Param::from_tensor(f32_of(&conv.weight.val()));
@@ -270,6 +272,7 @@ pub(crate) fn conv_f32(conv: &Conv2d) -> Conv2d {
 }
 
 /// As [`conv_f32`], for a fully connected layer.
+#[cfg(feature = "gpu")]
 fn linear_f32(linear: &Linear) -> Linear {
     let mut wide = linear.clone();
     wide.weight = burn::module::Param::from_tensor(f32_of(&linear.weight.val()));
@@ -283,6 +286,7 @@ fn linear_f32(linear: &Linear) -> Linear {
 /// Records how far `got` is from burn's f32 result on the same values where checks are on:
 /// `burn` gives the layer's name, its input and burn's output, or `None` where burn cannot
 /// run it.
+#[cfg(feature = "gpu")]
 pub(crate) fn check_layer<const D: usize, const I: usize>(
     got: &Tensor<D>,
     burn: impl FnOnce() -> Option<(String, Tensor<I>, Tensor<D>)>,
