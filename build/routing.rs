@@ -9,16 +9,9 @@ use std::fmt::Write as _;
 /// of its output.
 pub(crate) fn use_cpu_kernels(source: &str) -> String {
     let lines: Vec<&str> = source.lines().collect();
-    let Some(start) = lines
-        .iter()
-        .position(|l| l.trim_start().starts_with("pub fn forward("))
-    else {
+    let Some((start, end)) = forward_lines(&lines) else {
         return source.to_string();
     };
-    let end = lines[start..]
-        .iter()
-        .position(|l| l.starts_with("    }"))
-        .map_or(lines.len(), |i| start + i);
     let body = lines[start..end].join("\n");
     let mut out: Vec<String> = lines[..start].iter().map(|l| l.to_string()).collect();
     let mut i = start;
@@ -78,16 +71,9 @@ pub(crate) fn use_cpu_kernels(source: &str) -> String {
 /// `add_incremental_forward`, which reads the concatenations as they were.
 pub(crate) fn concat_in_place(source: &str) -> String {
     let mut lines: Vec<String> = source.lines().map(str::to_string).collect();
-    let Some(start) = lines
-        .iter()
-        .position(|l| l.trim_start().starts_with("pub fn forward("))
-    else {
+    let Some((start, end)) = forward_lines(&lines) else {
         return source.to_string();
     };
-    let end = lines[start..]
-        .iter()
-        .position(|l| l.starts_with("    }"))
-        .map_or(lines.len(), |i| start + i);
     let body = lines[start..end].join("\n");
     // (line of the `cat`, its name, its parts as (definition line, module field)).
     let mut concats = Vec::new();
@@ -151,6 +137,18 @@ pub(crate) fn concat_in_place(source: &str) -> String {
         );
     }
     lines.join("\n") + "\n"
+}
+
+/// The generated `forward`'s lines: from its signature to before its closing brace (or the end).
+fn forward_lines(lines: &[impl AsRef<str>]) -> Option<(usize, usize)> {
+    let start = lines
+        .iter()
+        .position(|l| l.as_ref().trim_start().starts_with("pub fn forward("))?;
+    let end = lines[start..]
+        .iter()
+        .position(|l| l.as_ref().starts_with("    }"))
+        .map_or(lines.len(), |i| start + i);
+    Some((start, end))
 }
 
 /// `let NAME = self.FIELD.forward(ARG);` with FIELD starting with `kind`.

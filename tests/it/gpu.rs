@@ -799,12 +799,7 @@ fn every_model_on_the_tiled_kernel_matches_the_cpu() {
                 if id.starts_with("googlenet") {
                     assert!(in_place > 0, "{id}: no branch was written in place");
                 }
-                let worst = got
-                    .as_slice()
-                    .iter()
-                    .zip(cpu.as_slice())
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
+                let worst = largest_difference(&got, &cpu);
                 assert!(worst <= 1e-5, "{id}: tiled on wgpu vs CPU: {worst}");
                 eprintln!("{id}: tiled on wgpu vs CPU: {worst:.1e}");
                 compared += 1;
@@ -828,16 +823,20 @@ fn every_model_on_the_tiled_kernel_matches_the_cpu() {
             continue;
         }
         let burn_f16 = gpu::with_path(ConvPath::Burn, || half.classify(&inputs)).expect("f16");
-        let worst = tiled_f16
-            .as_slice()
-            .iter()
-            .zip(burn_f16.as_slice())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let worst = largest_difference(&tiled_f16, &burn_f16);
         assert!(worst <= 5e-3, "{id}: f16, tiled vs burn's: {worst}");
         eprintln!("{id}: f16, tiled vs burn's kernels: {worst:.1e}");
     }
     assert!(compared >= 3, "only {compared} models compared");
+}
+
+/// The largest difference between two sets of probabilities.
+fn largest_difference(a: &glassbox::Probabilities, b: &glassbox::Probabilities) -> f32 {
+    a.as_slice()
+        .iter()
+        .zip(b.as_slice())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
 }
 
 /// Every layer check within `tolerance` (relative), and a summary of them printed.
