@@ -16,7 +16,10 @@
 #     TFLOP/s for GoogLeNet (torchvision) and EfficientNet-Lite0, burn's kernels and glassbox's
 #     tiled kernel, f32 and f16, then (GoogLeNet, f32) the tiled kernel with its large and its
 #     huge tile forced on every layer, and burn's matmul through tap sums and im2col;
-#     then the per-kind profile and the slowest statements of each GoogLeNet f32 run;
+#     then the per-kind profile and the slowest statements of each GoogLeNet f32 run; every run
+#     on glassbox's kernels ends with one pass that checks each layer they ran against burn's
+#     f32 kernel on the same values, on this adapter (a "checked … worst …" line after its
+#     figure; f32 should stay within 1e-5 of the layer's scale, f16 within 2e-3);
 #  4. warm end to end, GoogLeNet (torchvision): LIME (1000 samples), 10×10 and 20×20 occlusion,
 #     burn's kernels against the tiled kernel, f32 and f16, and (f32) the occlusions again by
 #     incremental inference on the GPU (GLASSBOX_INCREMENTAL_GPU=1, off by default until these
@@ -102,12 +105,13 @@ for run in "${runs[@]}"; do
   [ "$tile" = auto ] || { log=$log-$tile conv_name="$conv ($tile tiles)"; }
   [ "$tile" != auto ] || conv_name=$conv
   GLASSBOX_LAYERS_DEVICE=gpu GLASSBOX_LAYERS_PRECISION=$precision GLASSBOX_GPU_CONV=$path \
-    GLASSBOX_GPU_TILE=$tile \
+    GLASSBOX_GPU_TILE=$tile GLASSBOX_LAYERS_CHECK=1 \
     GLASSBOX_LAYERS_TOP=10 timeout "$limit" "$program" "$m" "$batch" 3 >"$log" 2>&1 || rc=$?
   if [ "$rc" = 0 ]; then
     ips=$(grep -oE '[0-9]+ images/s' "$log" | head -n 1 | cut -d' ' -f1)
     tflops=$(awk -v g="${gmac[$m]:-}" -v r="$ips" 'BEGIN { if (g == "") print "?"; else printf "%.2f", 2 * g * r / 1000 }')
     echo "$m $conv_name $precision: ${ips} images/s, convolutions at ${tflops} TFLOP/s"
+    [ "$conv" != tiled ] || grep -E '^checked ' "$log" | sed 's/^/  /' || true
   else
     echo "$m $conv_name $precision: FAILED ($(why "$rc" "$limit" "$log"))"
   fi

@@ -9,8 +9,10 @@
 //! Arguments: model id (default: the default model), batch size (16), timed passes (5, after one
 //! untimed warm-up). Environment: `GLASSBOX_LAYERS_DEVICE` `cpu` (default), `gpu` or `auto`,
 //! `GLASSBOX_LAYERS_PRECISION` `f32` (default) or `f16`, `GLASSBOX_LAYERS_TOP` (statements
-//! listed, 15), and the tool's own `GLASSBOX_GPU_CONV` and `GLASSBOX_BURN_KERNELS`
-//! (`glassbox::model::kernels_from_env`).
+//! listed, 15), `GLASSBOX_LAYERS_CHECK` (set: after the profile, one more pass that checks
+//! every layer glassbox's GPU kernels run against burn's f32 kernel on the same values, and
+//! prints the worst; `glassbox::model::gpu::set_layer_checks`), and the tool's own
+//! `GLASSBOX_GPU_CONV` and `GLASSBOX_BURN_KERNELS` (`glassbox::model::kernels_from_env`).
 //!
 //! On the CPU backend each operation finishes before the next statement. On a GPU the example
 //! first times free-running passes (the real throughput; the warm-up pays for autotuning), then
@@ -152,6 +154,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             per_pass(*s),
             100.0 * s / marked
         );
+    }
+
+    if std::env::var_os("GLASSBOX_LAYERS_CHECK").is_some() {
+        use glassbox::model::gpu;
+        gpu::take_layer_checks();
+        gpu::set_layer_checks(true);
+        let checked = classifier.classify(&inputs);
+        gpu::set_layer_checks(false);
+        checked?;
+        let checks = gpu::take_layer_checks();
+        match checks.iter().max_by(|a, b| a.worst.total_cmp(&b.worst)) {
+            Some(worst) => println!(
+                "\nchecked {} layers run by glassbox's kernels against burn's f32 kernel on the same values: worst {:.1e} of the layer's scale ({} on {:?})",
+                checks.len(),
+                worst.worst,
+                worst.layer,
+                worst.input
+            ),
+            None => println!("\nno layer ran on glassbox's kernels: nothing to check"),
+        }
     }
     Ok(())
 }
