@@ -157,12 +157,7 @@ pub fn conv2d(conv: &Conv2d, x: &Tensor<4>, activation: Activation) -> Option<Te
         ConvPath::Tiled => {
             let y = tiled::conv2d(conv, x, activation)
                 .or_else(|| window::depthwise(conv, x, activation))?;
-            check_layer(&y, || {
-                let [cout, _, kh, kw] = conv.weight.dims();
-                let what = format!("conv {kh}x{kw} /{:?} ->{cout} {activation:?}", conv.stride);
-                let want = conv_f32(conv).forward(f32_of(x));
-                Some((what, x.clone(), activation.burn(want)))
-            });
+            check_conv(&y, conv, x, activation, "");
             return Some(y);
         }
         #[cfg(not(feature = "gpu"))]
@@ -247,21 +242,48 @@ pub fn set_layer_checks(on: bool) {
     LAYER_CHECKS_ON.store(on, Ordering::Relaxed);
 }
 
+/// Whether layers are being checked ([`set_layer_checks`]).
+#[cfg(feature = "gpu")]
+pub(crate) fn layer_checks_on() -> bool {
+    LAYER_CHECKS_ON.load(Ordering::Relaxed)
+}
+
 /// The layers checked since the last call ([`set_layer_checks`]).
 pub fn take_layer_checks() -> Vec<LayerCheck> {
     std::mem::take(&mut *LAYER_CHECKS.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
+/// [`check_layer`] for `y`, `conv` then `activation` applied to `x`; `note` follows the
+/// layer's name.
+#[cfg(feature = "gpu")]
+pub(crate) fn check_conv(
+    y: &Tensor<4>,
+    conv: &Conv2d,
+    x: &Tensor<4>,
+    activation: Activation,
+    note: &str,
+) {
+    check_layer(y, || {
+        let [cout, _, kh, kw] = conv.weight.dims();
+        let what = format!(
+            "conv {kh}x{kw} /{:?} ->{cout} {activation:?}{note}",
+            conv.stride
+        );
+        let want = conv_f32(conv).forward(f32_of(x));
+        Some((what, x.clone(), activation.burn(want)))
+    });
+}
+
 /// `x` in f32 (f16 values widened exactly).
 #[cfg(feature = "gpu")]
-pub(crate) fn f32_of<const D: usize>(x: &Tensor<D>) -> Tensor<D> {
+fn f32_of<const D: usize>(x: &Tensor<D>) -> Tensor<D> {
     x.clone().cast(burn::tensor::DType::F32)
 }
 
 /// `conv` with its weights and bias in f32 (f16 values widened exactly): burn's f32 kernel on
 /// the same values is the reference for an f16 layer, which glassbox's kernels sum in f32.
 #[cfg(feature = "gpu")]
-pub(crate) fn conv_f32(conv: &Conv2d) -> Conv2d {
+fn conv_f32(conv: &Conv2d) -> Conv2d {
     let mut wide = conv.clone();
     wide.weight = burn::module::Param::from_tensor(f32_of(&conv.weight.val()));
     wide.bias = conv
@@ -291,7 +313,7 @@ pub(crate) fn check_layer<const D: usize, const I: usize>(
     got: &Tensor<D>,
     burn: impl FnOnce() -> Option<(String, Tensor<I>, Tensor<D>)>,
 ) {
-    if !LAYER_CHECKS_ON.load(Ordering::Relaxed) {
+    if !layer_checks_on() {
         return;
     }
     let Some((layer, input, want)) = burn() else {
