@@ -467,14 +467,7 @@ fn launch_all(
             let (_, first) = products.first()?;
             let cout = products.iter().map(|(_, p)| p.weight.dims()[1]).sum();
             let [n, ho, wo] = first.output_size()?;
-            let xt = cube_tensor(first.x)?;
-            let out = burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
-                xt.client.clone(),
-                xt.device.clone(),
-                [n, cout, ho, wo].into(),
-                first.x.dtype(),
-            );
-            (out, 0)
+            (empty_like(first.x, [n, cout, ho, wo])?, 0)
         }
     };
     for (offset, product) in products {
@@ -509,6 +502,17 @@ pub fn linear(linear: &Linear, x: &Tensor<2>, activation: Activation) -> Option<
     Some(into_tensor(y, &x)?.reshape([n, dout]))
 }
 
+/// An uninitialised NCHW tensor of `shape` on `x`'s device, in `x`'s dtype.
+fn empty_like(x: &Tensor<4>, shape: [usize; 4]) -> Option<CubeTensor> {
+    let xt = cube_tensor(x)?;
+    Some(burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
+        xt.client.clone(),
+        xt.device.clone(),
+        shape.into(),
+        x.dtype(),
+    ))
+}
+
 /// Convolutions the kernel wrote straight into their channels of a concatenation.
 static IN_PLACE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -538,17 +542,17 @@ impl Concat {
     /// kernel does not run `conv` (as for [`conv2d`]: this part, and so the whole
     /// concatenation, goes through `cat`).
     pub fn new(conv: &Conv2d, x: &Tensor<4>, channels: &[usize]) -> Option<Self> {
-        let products = Gemm::of(conv, x, Activation::None)?;
-        let [n, ho, wo] = products.first()?.1.output_size()?;
+        // The shape only: the products (and their reordered weights) are each part's to make.
+        let [_, _, kh, kw] = conv.weight.dims();
+        if !Gemm::takes(conv) {
+            return None;
+        }
+        let padding = super::super::cpu::padding(&conv.padding)?;
+        let [n, _, height, width] = x.dims();
+        let [ho, wo] = conv_output_size([height, width], [kh, kw], conv.stride, padding)?;
         elem_type(x.dtype())?;
-        let xt = cube_tensor(x)?;
         let total = channels.iter().sum::<usize>();
-        let target = burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
-            xt.client.clone(),
-            xt.device.clone(),
-            [n, total, ho, wo].into(),
-            x.dtype(),
-        );
+        let target = empty_like(x, [n, total, ho, wo])?;
         let full = into_tensor(target.clone(), x)?;
         let starts = channels
             .iter()
@@ -626,16 +630,12 @@ impl<'a> Gemm<'a> {
     /// AlexNet's grouped ones), each with the first output channel it writes; `None` for
     /// depthwise convolutions (the window kernel's), dilated ones and `Same` padding.
     fn of(conv: &Conv2d, x: &'a Tensor<4>, activation: Activation) -> Option<Vec<(usize, Self)>> {
+        if !Self::takes(conv) {
+            return None;
+        }
         let weight = conv.weight.val();
         let [cout, cin, kh, kw] = weight.dims();
         let groups = conv.groups;
-        if conv.dilation != [1, 1]
-            || groups == 0
-            || (groups > 1 && cin == 1)
-            || !cout.is_multiple_of(groups)
-        {
-            return None;
-        }
         let padding = super::super::cpu::padding(&conv.padding)?;
         let per_group = cout / groups;
         let products = (0..groups).map(|g| {
@@ -666,6 +666,16 @@ impl<'a> Gemm<'a> {
             (g * per_group, product)
         });
         Some(products.collect())
+    }
+
+    /// Whether the kernel runs `conv` (as [`Gemm::of`] says, `Same` padding aside).
+    fn takes(conv: &Conv2d) -> bool {
+        let [cout, cin, _, _] = conv.weight.dims();
+        let groups = conv.groups;
+        conv.dilation == [1, 1]
+            && groups > 0
+            && !(groups > 1 && cin == 1)
+            && cout.is_multiple_of(groups)
     }
 
     /// `[n, ho, wo]` of the product's output.
