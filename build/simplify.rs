@@ -12,7 +12,9 @@ use crate::tensors::{drop_unread_initializers, float_tensor, float_values, int64
 /// become initializers, and nodes whose inputs are all initializers are computed here when
 /// they only reshape (`Reshape`, `Flatten`, `Squeeze`, `Unsqueeze`, `Transpose`) or do float arithmetic
 /// (`Add`, `Sub`, `Mul`, `Div` on equal shapes or with a scalar). The zoo GoogLeNet, for one,
-/// reshapes its classifier's weights from `[1, 1, 1000, 1024]` on every forward pass.
+/// reshapes its classifier's weights from `[1, 1, 1000, 1024]` on every forward pass. Last,
+/// a fully connected `Gemm`'s default `alpha` and `beta` are written out, so that it is
+/// imported as a `Linear` layer ([`explicit_gemm_defaults`]).
 /// Returns the number of nodes removed.
 pub(crate) fn simplify(proto: &mut ModelProto) -> Result<usize, String> {
     let graph = proto.graph.as_mut().ok_or("no graph")?;
@@ -91,8 +93,57 @@ pub(crate) fn simplify(proto: &mut ModelProto) -> Result<usize, String> {
             None => i += 1,
         }
     }
+    explicit_gemm_defaults(graph);
     drop_unread_initializers(graph);
     Ok(before - graph.node.len())
+}
+
+/// Writes out the default `alpha = 1` and `beta = 1` of a `Gemm` that is a fully connected
+/// layer (`transB = 1`, not `transA`, weights a 2-D initializer, bias absent or a 1-D
+/// initializer of one value per output): burn-onnx imports a `Gemm` as a `Linear` layer only
+/// when both are written, and otherwise as `x.matmul(w.transpose()) + b` (the zoo AlexNet's
+/// and GoogLeNet's classifiers, exported without them). The same operation, so exact; a
+/// `Linear` is what build.rs routes to glassbox's kernels.
+fn explicit_gemm_defaults(graph: &mut onnx_ir::GraphProto) {
+    let initializer = |name: &str| graph.initializer.iter().find(|t| t.name == name);
+    let mut fully_connected = Vec::new();
+    for (k, node) in graph.node.iter().enumerate() {
+        let int = |name: &str, default: i64| {
+            node.attribute
+                .iter()
+                .find(|a| a.name == name)
+                .map_or(default, |a| a.i)
+        };
+        let Some(outputs) = node
+            .input
+            .get(1)
+            .and_then(|b| initializer(b))
+            .filter(|w| w.dims.len() == 2)
+            .map(|w| w.dims[0])
+        else {
+            continue;
+        };
+        let bias_fits = match node.input.get(2).filter(|c| !c.is_empty()) {
+            None => true,
+            Some(c) => initializer(c).is_some_and(|c| c.dims == [outputs]),
+        };
+        if node.op_type == "Gemm" && int("transA", 0) == 0 && int("transB", 0) == 1 && bias_fits {
+            fully_connected.push(k);
+        }
+    }
+    for k in fully_connected {
+        let node = &mut graph.node[k];
+        for name in ["alpha", "beta"] {
+            if !node.attribute.iter().any(|a| a.name == name) {
+                node.attribute.push(onnx_ir::AttributeProto {
+                    name: name.to_string(),
+                    type_: onnx_ir::AttributeType::FLOAT.into(),
+                    f: 1.0,
+                    ..Default::default()
+                });
+            }
+        }
+    }
 }
 
 /// `op` computed on initializers, where [`simplify`] knows how; `None` otherwise.

@@ -209,3 +209,25 @@ fn the_build_drops_dropout_and_folds_constant_reshapes() {
         assert_eq!(nodes_of(&read("alexnet.original.onnx"), "Dropout"), 2);
     }
 }
+
+#[test]
+fn every_fully_connected_layer_is_imported_as_a_linear_layer() {
+    // The zoo files write their Gemms without the default alpha and beta, which burn-onnx
+    // imported as `matmul(w.transpose())`, past build.rs's routing to glassbox's kernels; the
+    // build writes the defaults out (the parity tests check the result is unchanged).
+    let generated = std::path::Path::new(env!("OUT_DIR")).join("model");
+    for (id, layers) in [
+        ("alexnet", 3),
+        ("alexnet-tv", 3),
+        ("googlenet", 1),
+        ("googlenet-tv", 1),
+        ("efficientnet-lite0", 1),
+    ] {
+        let code = std::fs::read_to_string(generated.join(format!("{}.rs", id.replace('-', "_"))))
+            .expect("generated model");
+        let forward = code.split("pub fn forward(").nth(1).expect("a forward pass");
+        let forward = forward.split("pub fn ").next().unwrap_or(forward);
+        assert_eq!(forward.matches("cpu::linear(").count(), layers, "{id}");
+        assert!(!forward.contains(".matmul("), "{id}: a matmul left");
+    }
+}
