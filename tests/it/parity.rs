@@ -225,7 +225,10 @@ fn every_fully_connected_layer_is_imported_as_a_linear_layer() {
     ] {
         let code = std::fs::read_to_string(generated.join(format!("{}.rs", id.replace('-', "_"))))
             .expect("generated model");
-        let forward = code.split("pub fn forward(").nth(1).expect("a forward pass");
+        let forward = code
+            .split("pub fn forward(")
+            .nth(1)
+            .expect("a forward pass");
         let forward = forward.split("pub fn ").next().unwrap_or(forward);
         assert_eq!(forward.matches("cpu::linear(").count(), layers, "{id}");
         assert!(!forward.contains(".matmul("), "{id}: a matmul left");

@@ -10,7 +10,24 @@ use burn_fusion::NoOp;
 use burn_fusion::stream::StreamId;
 use burn_ir::{BackendIr, InitOperationIr, OperationIr};
 use cubecl::ir::{ElemType, FloatKind};
-use cubecl::prelude::Client;
+use cubecl::prelude::*;
+
+/// A 4-D tensor's strides, one kernel argument: along the batch (`n`), the channels (`c`), the
+/// rows (`h`) and the columns (`w`).
+#[derive(CubeLaunch, CubeType)]
+pub(crate) struct Strides {
+    pub n: u32,
+    pub c: u32,
+    pub h: u32,
+    pub w: u32,
+}
+
+/// `t`'s strides as a kernel argument.
+pub(crate) fn strides(t: &CubeTensor) -> StridesLaunch {
+    let s = t.meta.strides();
+    let u = |k: usize| s.get(k).map_or(0, |&v| v as u32);
+    StridesLaunch::new(u(0), u(1), u(2), u(3))
+}
 
 /// Kernel variants (each kernel's comptime parameters and dtype, as text) that compiled and
 /// launched on this process's adapter, and those that did not, which burn's kernels run instead.

@@ -35,7 +35,7 @@ use burn::tensor::Tensor;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::cube::{cube_tensor, elem_type, into_tensor, launch_checked};
+use super::cube::{Strides, cube_tensor, elem_type, into_tensor, launch_checked, strides};
 use crate::model::cpu::conv_output_size;
 
 use crate::model::cpu::Activation;
@@ -193,7 +193,7 @@ pub(super) fn activation_code(activation: Activation) -> (u32, f32, f32) {
 
 /// The implicit-GEMM convolution. `w` is the weights as a `[k_total, cout]` row-major matrix
 /// (row `k = (ci·kh + ky)·kw + kx`), read `N` output channels per load (`cout` a multiple of
-/// `N`). Scalars: strides of `x` (n, c, h, w) and of `out` (n, c, h, w); where in `x` the
+/// `N`). Scalars: the strides of `x` and of `out`; where in `x` the
 /// first input channel read is (`x_off`, non-zero for a group of a grouped convolution) and
 /// where in `out` the first output channel goes (`o_off`, non-zero for a group, or for a
 /// channel slice of a concatenation); sizes; stride and leading padding; `m_total = n·ho·wo`,
@@ -205,15 +205,9 @@ fn conv2d_gemm_kernel<E: Float, N: Size>(
     w: &[Vector<E, N>],
     bias: &[E],
     out: &mut [E],
-    xsn: u32,
-    xsc: u32,
-    xsh: u32,
-    xsw: u32,
+    xs: Strides,
     x_off: u32,
-    osn: u32,
-    osc: u32,
-    osh: u32,
-    osw: u32,
+    os: Strides,
     o_off: u32,
     h: u32,
     wd: u32,
@@ -277,7 +271,7 @@ fn conv2d_gemm_kernel<E: Float, N: Size>(
     let a_n = a_t / ho;
     let a_iy0 = (a_oy * sh) as i32 - ph as i32;
     let a_ix0 = (a_ox * sw) as i32 - pw as i32;
-    let a_base = x_off + a_n * xsn;
+    let a_base = x_off + a_n * xs.n;
     let khw = kh * kw;
 
     let cout_v = cout / vn;
@@ -288,7 +282,7 @@ fn conv2d_gemm_kernel<E: Float, N: Size>(
     let mut k_y = Shared::<[u32]>::new_slice(comptime!(bk as usize));
     let mut k_x = Shared::<[u32]>::new_slice(comptime!(bk as usize));
     // A pointwise convolution reads channel `k` of its pixel: no table, no bounds.
-    let a_pixel = a_base + (a_oy * sh) * xsh + (a_ox * sw) * xsw;
+    let a_pixel = a_base + (a_oy * sh) * xs.h + (a_ox * sw) * xs.w;
 
     let mut k0 = 0u32;
     while k0 < k_total {
@@ -299,7 +293,7 @@ fn conv2d_gemm_kernel<E: Float, N: Size>(
                 let rest = k % khw;
                 let ky = rest / kw;
                 let kx = rest % kw;
-                k_c[tid as usize] = ci * xsc;
+                k_c[tid as usize] = ci * xs.c;
                 k_y[tid as usize] = ky;
                 k_x[tid as usize] = kx;
             }
@@ -312,13 +306,13 @@ fn conv2d_gemm_kernel<E: Float, N: Size>(
             let mut v = 0.0f32;
             if a_in && k < k_total {
                 if comptime!(pointwise) {
-                    v = f32::cast_from(x[(a_pixel + k * xsc) as usize]);
+                    v = f32::cast_from(x[(a_pixel + k * xs.c) as usize]);
                 } else {
                     let iy = a_iy0 + k_y[kk as usize] as i32;
                     let ix = a_ix0 + k_x[kk as usize] as i32;
                     if iy >= 0 && ix >= 0 && (iy as u32) < h && (ix as u32) < wd {
                         v = f32::cast_from(
-                            x[(a_base + k_c[kk as usize] + (iy as u32) * xsh + (ix as u32) * xsw)
+                            x[(a_base + k_c[kk as usize] + (iy as u32) * xs.h + (ix as u32) * xs.w)
                                 as usize],
                         );
                     }
@@ -378,14 +372,14 @@ fn conv2d_gemm_kernel<E: Float, N: Size>(
             let t = m / wo;
             let oy = t % ho;
             let n = t / ho;
-            let base = o_off + n * osn + oy * osh + ox * osw;
+            let base = o_off + n * os.n + oy * os.h + ox * os.w;
             #[unroll]
             for j in 0..tn {
                 let co = n0 + ty + j * ty_n;
                 if co < cout {
                     let v = acc[(i * tn + j) as usize];
                     let v = bias_activation::<E>(v, bias, co, lo, hi, has_bias, act);
-                    out[(base + co * osc) as usize] = E::cast_from(v);
+                    out[(base + co * os.c) as usize] = E::cast_from(v);
                 }
             }
         }
@@ -785,15 +779,9 @@ impl<'a> Gemm<'a> {
                     wt.clone().into_buffer_arg(),
                     bias.clone().into_buffer_arg(),
                     out.clone().into_buffer_arg(),
-                    u(xs[0]),
-                    u(xs[1]),
-                    u(xs[2]),
-                    u(xs[3]),
+                    strides(&xt),
                     u(x_channel * xs[1]),
-                    u(os[0]),
-                    u(os[1]),
-                    u(os[2]),
-                    u(os[3]),
+                    strides(&out),
                     u(channel * os[1]),
                     u(height),
                     u(width),

@@ -15,7 +15,9 @@ use burn::nn::pool::MaxPool2d;
 use burn::tensor::Tensor;
 use cubecl::prelude::*;
 
-use super::cube::{cube_tensor, elem_type, into_tensor, launch_checked};
+use super::cube::{
+    Strides, StridesLaunch, cube_tensor, elem_type, into_tensor, launch_checked, strides,
+};
 use super::tiled::bias_activation;
 use crate::model::cpu::{Activation, conv_output_size, padding, pool_output_size};
 
@@ -33,7 +35,7 @@ pub fn launches() -> u64 {
 }
 
 /// The window kernel: `op` 0 is max pooling, 1 a depthwise convolution with weights `w`
-/// (strides `wsc`, `wsh`, `wsw` per channel, row and column) and `bias`.
+/// (`[c, 1, kh, kw]`, strides `ws`) and `bias`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments, clippy::collapsible_if)]
 fn window_kernel<E: Float>(
@@ -41,13 +43,8 @@ fn window_kernel<E: Float>(
     w: &[E],
     bias: &[E],
     out: &mut [E],
-    xsn: u32,
-    xsc: u32,
-    xsh: u32,
-    xsw: u32,
-    wsc: u32,
-    wsh: u32,
-    wsw: u32,
+    xs: Strides,
+    ws: Strides,
     c: u32,
     h: u32,
     wd: u32,
@@ -83,7 +80,7 @@ fn window_kernel<E: Float>(
     let ox0 = (CUBE_POS_X % tiles_x) * TILE;
     let iy0 = (oy0 * sh) as i32 - pt as i32;
     let ix0 = (ox0 * sw) as i32 - pl as i32;
-    let base = n * xsn + ch * xsc;
+    let base = n * xs.n + ch * xs.c;
     let tid = UNIT_POS_Y * TILE + UNIT_POS_X;
 
     let mut pad = 0.0f32;
@@ -96,7 +93,7 @@ fn window_kernel<E: Float>(
         let ix = ix0 + (i % patch_w) as i32;
         let mut v = pad;
         if plane_in && iy >= 0 && ix >= 0 && (iy as u32) < h && (ix as u32) < wd {
-            v = f32::cast_from(x[(base + (iy as u32) * xsh + (ix as u32) * xsw) as usize]);
+            v = f32::cast_from(x[(base + (iy as u32) * xs.h + (ix as u32) * xs.w) as usize]);
         }
         patch[i as usize] = v;
         i += threads;
@@ -119,7 +116,7 @@ fn window_kernel<E: Float>(
                         acc = v;
                     }
                 } else {
-                    acc += v * f32::cast_from(w[(ch * wsc + ky * wsh + kx * wsw) as usize]);
+                    acc += v * f32::cast_from(w[(ch * ws.n + ky * ws.h + kx * ws.w) as usize]);
                 }
             }
         }
@@ -185,13 +182,9 @@ impl Window<'_> {
             None => (None, None),
         };
         let client = xt.client.clone();
-        let xs = xt.meta.strides().clone();
-        let ws = wt.as_ref().map_or([0; 4], |t| {
-            let s = t.meta.strides();
-            [s[0], s[1], s[2], s[3]]
-        });
         // Pooling reads no weights and no bias, and a convolution without a bias reads none:
         // bind the input in their place.
+        let has_weights = wt.is_some();
         let wt = wt.unwrap_or_else(|| xt.clone());
         let bias = bias.unwrap_or_else(|| xt.clone());
         let launch = || {
@@ -212,13 +205,11 @@ impl Window<'_> {
                     wt.clone().into_buffer_arg(),
                     bias.clone().into_buffer_arg(),
                     out.clone().into_buffer_arg(),
-                    u(xs[0]),
-                    u(xs[1]),
-                    u(xs[2]),
-                    u(xs[3]),
-                    u(ws[0]),
-                    u(ws[2]),
-                    u(ws[3]),
+                    strides(&xt),
+                    match has_weights {
+                        true => strides(&wt),
+                        false => StridesLaunch::new(0, 0, 0, 0),
+                    },
                     u(c),
                     u(h),
                     u(wd),
