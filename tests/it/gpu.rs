@@ -996,9 +996,17 @@ fn the_window_kernels_equal_burns_on_the_gpu() {
             );
         }
     };
+    // The layouts each case runs on: the one chosen for its shape, then each of them forced.
+    let layouts = || std::iter::once(None).chain(window::Layout::ALL.map(Some));
+    let mut ran = std::collections::HashSet::new();
     let relu6 = Activation::Clamp(0.0, 6.0);
     let depthwise = [
         (32, 3, 1, [1, 1, 1, 1], true, relu6, [2, 32, 23, 21]),
+        // Lite0's large maps (2×2 blocks), a strided one (1×2 blocks), and 7×7 maps (planes
+        // packed four to a workgroup, 6 planes: a partial group).
+        (8, 3, 1, [1, 1, 1, 1], true, relu6, [1, 8, 40, 36]),
+        (4, 3, 2, [0, 0, 1, 1], true, relu6, [1, 4, 70, 66]),
+        (6, 5, 1, [2, 2, 2, 2], true, relu6, [1, 6, 7, 7]),
         (16, 3, 2, [0, 0, 1, 1], true, relu6, [3, 16, 35, 34]),
         (
             24,
@@ -1033,25 +1041,32 @@ fn the_window_kernels_equal_burns_on_the_gpu() {
             Activation::Relu => burn::tensor::activation::relu(y),
             Activation::Clamp(lo, hi) => y.clamp(lo, hi),
         };
-        let got = window::depthwise(&conv, &x, activation).expect("applies");
-        close(got, act(conv.forward(x.clone())), 1e-5, &case);
         let half = conv_as(&conv, DType::F16);
         let rounded = conv_as(&half, DType::F32);
-        let x16 = x.cast(DType::F16);
-        let got = window::depthwise(&half, &x16, activation).expect("applies in f16");
-        assert_eq!(got.dtype(), DType::F16);
-        close(
-            got,
-            act(rounded.forward(x16.cast(DType::F32))),
-            2e-3,
-            &format!("{case}, f16"),
-        );
+        let x16 = x.clone().cast(DType::F16);
+        let want = act(conv.forward(x.clone()));
+        let want16 = act(rounded.forward(x16.clone().cast(DType::F32)));
+        // The layout chosen for the shape must run; each forced one wherever its patch fits.
+        for layout in layouts() {
+            let case = format!("{case} on {layout:?}");
+            let Some(got) = window::depthwise_with(&conv, &x, activation, layout) else {
+                assert!(layout.is_some(), "{case}: the chosen layout declined");
+                continue;
+            };
+            ran.insert(layout);
+            close(got, want.clone(), 1e-5, &case);
+            let got = window::depthwise_with(&half, &x16, activation, layout).expect("in f16");
+            assert_eq!(got.dtype(), DType::F16);
+            close(got, want16.clone(), 2e-3, &format!("{case}, f16"));
+        }
     }
     let pools = [
         (3, 2, [0, 0, 0, 0], true, [2, 64, 112, 112]),
         (3, 2, [0, 0, 0, 0], false, [2, 48, 27, 27]),
         (3, 1, [1, 1, 1, 1], false, [3, 32, 14, 13]),
         (3, 2, [0, 0, 1, 1], false, [1, 16, 56, 57]),
+        (3, 1, [1, 1, 1, 1], false, [2, 5, 7, 7]),
+        (3, 1, [1, 1, 1, 1], false, [1, 3, 40, 40]),
     ];
     for (k, stride, [t, l, b, r], ceil, shape) in pools {
         let pool = MaxPool2dConfig::new([k, k])
@@ -1061,25 +1076,55 @@ fn the_window_kernels_equal_burns_on_the_gpu() {
             .init();
         let x = input(shape);
         let case = format!("max pool {k}x{k} stride {stride} ceil {ceil} {shape:?}");
-        let got = window::max_pool2d(&pool, &x).expect("applies");
-        close(got, pool.forward(x.clone()), 0.0, &case);
-        let x16 = x.cast(DType::F16);
-        let got = window::max_pool2d(&pool, &x16).expect("applies in f16");
-        close(got, pool.forward(x16), 0.0, &format!("{case}, f16"));
+        let x16 = x.clone().cast(DType::F16);
+        for layout in layouts() {
+            let case = format!("{case} on {layout:?}");
+            let Some(got) = window::max_pool2d_with(&pool, &x, layout) else {
+                assert!(layout.is_some(), "{case}: the chosen layout declined");
+                continue;
+            };
+            ran.insert(layout);
+            close(got, pool.forward(x.clone()), 0.0, &case);
+            let got = window::max_pool2d_with(&pool, &x16, layout).expect("in f16");
+            close(got, pool.forward(x16.clone()), 0.0, &format!("{case}, f16"));
+        }
+    }
+    assert_eq!(
+        ran.len(),
+        1 + window::Layout::ALL.len(),
+        "every layout ran: {ran:?}"
+    );
+    // The layout each of the built-in models' map sizes gets.
+    use window::Layout;
+    for (out, kernel, stride, want) in [
+        ([112, 112], [3, 3], [1, 1], Layout::BLOCK),
+        ([56, 56], [3, 3], [2, 2], Layout::WIDE),
+        ([56, 56], [5, 5], [2, 2], Layout::WIDE),
+        ([28, 28], [3, 3], [1, 1], Layout::SINGLE),
+        ([14, 14], [5, 5], [1, 1], Layout::SINGLE),
+        ([7, 7], [3, 3], [1, 1], Layout::PLANES),
+    ] {
+        assert_eq!(
+            Layout::for_shape(out, kernel, stride),
+            want,
+            "{out:?} {kernel:?}"
+        );
     }
     // A NaN in a pooling window comes out as NaN (as the CPU kernel has it), and only there.
     let pool = MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).init();
     let mut values = vec![0.5f32; 2 * 9 * 9];
     values[9 * 4 + 4] = f32::NAN;
     let x = Tensor::<4>::from_data(TensorData::new(values, [1, 2, 9, 9]), device);
-    let got: Vec<f32> = window::max_pool2d(&pool, &x)
-        .expect("applies")
-        .into_data()
-        .try_to_vec()
-        .expect("f32");
-    let nan: Vec<usize> = (0..got.len()).filter(|&i| got[i].is_nan()).collect();
-    // Output 4×4 per channel; input (4, 4) lies in the windows of outputs (1..=2, 1..=2).
-    assert_eq!(nan, vec![5, 6, 9, 10], "{got:?}");
+    for layout in layouts() {
+        let Some(got) = window::max_pool2d_with(&pool, &x, layout) else {
+            assert!(layout.is_some(), "the chosen layout declined");
+            continue;
+        };
+        let got: Vec<f32> = got.into_data().try_to_vec().expect("f32");
+        let nan: Vec<usize> = (0..got.len()).filter(|&i| got[i].is_nan()).collect();
+        // Output 4×4 per channel; input (4, 4) lies in the windows of outputs (1..=2, 1..=2).
+        assert_eq!(nan, vec![5, 6, 9, 10], "{layout:?}: {got:?}");
+    }
     // A dense convolution is not the depthwise kernel's.
     let dense = Conv2dConfig::new([8, 8], [3, 3]).init(device);
     assert!(window::depthwise(&dense, &input([1, 8, 8, 8]), Activation::None).is_none());
