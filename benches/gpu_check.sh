@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # The hardware figures of the GPU-kernel issue in one run, for a machine with a GPU (sized to
 # finish in under 8 minutes on an H100; every run has its own timeout, so it cannot overrun by
-# much). Build first, here or on the machine:
+# much). It needs a glassbox built with the per-statement marks of `glassbox profile`:
 #
-#   cargo build --release && cargo build --release --features layer-profile --example layers
+#   cargo build --release --features layer-profile
 #   benches/gpu_check.sh
+#
+# A device machine has no Rust toolchain and no network, and takes at most 64 MiB of files:
+# benches/device_bundle.sh packs that one binary (and the Vulkan loader) to carry there, and
+# prints the command that runs this script with it (GLASSBOX_CHECK_BIN; GoogLeNet's weight file
+# stays behind, so it runs as its randomised twin, GLASSBOX_TWIN: the same layers and shapes,
+# so the same timings).
 #
 # What it prints, in order (one line per figure, "FAILED (why)" where a run failed or timed out):
 #  1. the adapter, and each model's convolution work per image (`glassbox models --macs`, full
@@ -12,7 +18,7 @@
 #  2. cold start: seconds of a process that classifies one image with empty caches (no autotune
 #     results, no compiled kernels), GoogLeNet (torchvision), burn's kernels against glassbox's
 #     tiled kernel, f32;
-#  3. throughput at batch 256 (`examples/layers.rs`): images/s and the convolutions' achieved
+#  3. throughput at batch 256 (`glassbox profile`): images/s and the convolutions' achieved
 #     TFLOP/s for GoogLeNet (torchvision) and EfficientNet-Lite0, burn's kernels and glassbox's
 #     tiled kernel, f32 and f16, then (GoogLeNet, f32) the tiled kernel with its large and its
 #     huge tile forced on every layer, and burn's matmul through tap sums and im2col;
@@ -26,11 +32,11 @@
 #     figures exist): first image and the mean of three warm ones, in one process each.
 #
 # burn's cooperative-matrix (tensor core) convolutions need kernels compiled to SPIR-V, a build of
-# its own: with GLASSBOX_SPIRV_BIN (a glassbox built with `--features spirv`) and
-# GLASSBOX_SPIRV_LAYERS (its `layers` example), sections 3 and 4 also run burn's kernels from it
-# in f16, marked "spirv".
+# its own: with GLASSBOX_SPIRV_BIN (a glassbox built with `--features spirv,layer-profile`),
+# sections 3 and 4 also run burn's kernels from it in f16, marked "spirv".
 #
-# Environment: GLASSBOX_CHECK_SECTIONS (default "1 2 3 4"; a device check that must be split runs
+# Environment: GLASSBOX_CHECK_BIN (the glassbox to run; default target/release/glassbox),
+# GLASSBOX_CHECK_SECTIONS (default "1 2 3 4"; a device check that must be split runs
 # "1 2 3" and "4" as two calls), GLASSBOX_CHECK_TIMEOUT seconds per run (default 90; a cold
 # start gets three times as long), GLASSBOX_CHECK_BATCH (256), GLASSBOX_CHECK_MODELS (default
 # "googlenet-tv efficientnet-lite0"; the first one is used in sections 2 and 4). burn's first
@@ -40,17 +46,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-bin=$root/target/release/glassbox
-layers=$root/target/release/examples/layers
+bin=${GLASSBOX_CHECK_BIN:-$root/target/release/glassbox}
 img=$root/tests/data/chelsea.png
 limit=${GLASSBOX_CHECK_TIMEOUT:-90}
 sections=" ${GLASSBOX_CHECK_SECTIONS:-1 2 3 4} "
 batch=${GLASSBOX_CHECK_BATCH:-256}
 read -ra models <<<"${GLASSBOX_CHECK_MODELS:-googlenet-tv efficientnet-lite0}"
 main=${models[0]}
-for f in "$bin" "$layers"; do
-  [ -x "$f" ] || { echo "missing $f: build it first (see the top of $0)" >&2; exit 2; }
-done
+[ -x "$bin" ] || { echo "missing $bin: build it first (see the top of $0)" >&2; exit 2; }
+"$bin" profile --help >/dev/null 2>&1 ||
+  { echo "$bin has no 'profile' command: build it with --features layer-profile" >&2; exit 2; }
+[ -z "${GLASSBOX_TWIN:-}" ] || echo "weights: randomised twins for $GLASSBOX_TWIN (GLASSBOX_TWIN; same layers, same timings)"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 started=$SECONDS
@@ -88,7 +94,7 @@ done
 fi
 
 if [[ $sections == *" 3 "* ]]; then
-echo "== 3. throughput at batch $batch (examples/layers.rs; 3 timed passes after a warm-up)"
+echo "== 3. throughput at batch $batch (glassbox profile; 3 timed passes after a warm-up)"
 runs=()
 for m in "${models[@]}"; do
   for conv in burn tiled; do
@@ -97,16 +103,15 @@ for m in "${models[@]}"; do
 done
 # The tiled kernel with one tile forced on every layer, then burn's matmul paths.
 runs+=("$main tiled f32 large" "$main tiled f32 huge" "$main taps f32 auto" "$main im2col f32 auto")
-[ -z "${GLASSBOX_SPIRV_LAYERS:-}" ] || for m in "${models[@]}"; do runs+=("$m spirv f16 auto"); done
+[ -z "${GLASSBOX_SPIRV_BIN:-}" ] || for m in "${models[@]}"; do runs+=("$m spirv f16 auto"); done
 for run in "${runs[@]}"; do
   read -r m conv precision tile <<<"$run"
-  log=$scratch/layers-$m-$conv-$precision rc=0 program=$layers path=$conv
-  [ "$conv" != spirv ] || program=$GLASSBOX_SPIRV_LAYERS path=burn
+  log=$scratch/layers-$m-$conv-$precision rc=0 program=$bin path=$conv
+  [ "$conv" != spirv ] || program=$GLASSBOX_SPIRV_BIN path=burn
   [ "$tile" = auto ] || { log=$log-$tile conv_name="$conv ($tile tiles)"; }
   [ "$tile" != auto ] || conv_name=$conv
-  GLASSBOX_LAYERS_DEVICE=gpu GLASSBOX_LAYERS_PRECISION=$precision GLASSBOX_GPU_CONV=$path \
-    GLASSBOX_GPU_TILE=$tile GLASSBOX_LAYERS_CHECK=1 \
-    GLASSBOX_LAYERS_TOP=10 timeout "$limit" "$program" "$m" "$batch" 3 >"$log" 2>&1 || rc=$?
+  GLASSBOX_GPU_CONV=$path GLASSBOX_GPU_TILE=$tile timeout "$limit" "$program" profile --model "$m" \
+    --device gpu --batch "$batch" --precision "$precision" --runs 3 --top 10 --check >"$log" 2>&1 || rc=$?
   if [ "$rc" = 0 ]; then
     ips=$(grep -oE '[0-9]+ images/s' "$log" | head -n 1 | cut -d' ' -f1)
     tflops=$(awk -v g="${gmac[$m]:-}" -v r="$ips" 'BEGIN { if (g == "") print "?"; else printf "%.2f", 2 * g * r / 1000 }')
@@ -118,7 +123,7 @@ for run in "${runs[@]}"; do
 done
 for conv in burn tiled; do
   echo "-- profile: $main $conv f32"
-  grep -v -e '^$' -e XDG_RUNTIME_DIR "$scratch/layers-$main-$conv-f32" 2>/dev/null | sed -n '2,$p' || true
+  grep -v -e '^$' -e XDG_RUNTIME_DIR -e '^glassbox: ' "$scratch/layers-$main-$conv-f32" 2>/dev/null | sed -n '2,$p' || true
 done
 fi
 

@@ -157,7 +157,16 @@ pub(crate) fn registry_source(models: &[Prepared]) -> Result<String, String> {
         )
         .ok();
     }
-    s.push_str("        };\n        result.map(|_| ()).map_err(|e| e.to_string())\n    }\n}\n");
+    s.push_str("        };\n        result.map(|_| ()).map_err(|e| e.to_string())\n    }\n\n    /// Writes the network's parameters, as they are, into `store`.\n    pub(crate) fn save(&self, store: &mut burn::store::BurnpackStore) -> Result<(), String> {\n        use burn::store::ModuleSnapshot;\n        let result = match self {\n");
+    for m in models {
+        writeln!(
+            s,
+            "            Net::{v}(m) => m.save_into(store),",
+            v = variant(&m.ident)
+        )
+        .ok();
+    }
+    s.push_str("        };\n        result.map_err(|e| e.to_string())\n    }\n}\n");
     Ok(s)
 }
 

@@ -154,7 +154,7 @@ pub struct Compute {
 /// Memory a CPU chunk may use for its largest buffer: glibc's largest `mmap` threshold (32 MiB
 /// on 64-bit, what [`tune_allocator`] sets). Chunks whose buffers stay below it reuse freed heap
 /// memory instead of faulting in fresh pages for every layer: measured with
-/// `examples/layers.rs` on 2 cores, per image, EfficientNet-Lite0 runs 6.8 ms in chunks of 2 to
+/// `glassbox profile` on 2 cores, per image, EfficientNet-Lite0 runs 6.8 ms in chunks of 2 to
 /// 6 and 8.7 ms in chunks of 16; GoogLeNet (torchvision) 11.3 ms in chunks of 6 to 10 and
 /// 13.3 ms in chunks of 16.
 const CPU_BUFFER_BUDGET: u64 = 32 << 20;

@@ -32,6 +32,20 @@ fn main() -> ExitCode {
         Command::Study(args) => cli::study::study(&args),
         Command::Sanity(args) => cli::sanity::sanity(&args),
         Command::Models { json, all, macs } => cli::models::models(json, all, macs),
+        #[cfg(feature = "layer-profile")]
+        Command::Profile {
+            model,
+            runs,
+            top,
+            check,
+            device,
+        } => cli::profile::profile(&cli::profile::ProfileArgs {
+            model: model.as_deref(),
+            runs,
+            top,
+            check,
+            device: &device,
+        }),
     };
     match result {
         Ok(code) => code,

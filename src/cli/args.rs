@@ -57,6 +57,27 @@ pub enum Command {
     /// Model-randomisation sanity check: explain each image with the model and with its
     /// randomised twin (synthetic weights); a faithful explainer's two maps differ.
     Sanity(SanityArgs),
+    /// Where a forward pass spends its time, per kind of layer and per statement, on synthetic
+    /// pictures (this build has the per-statement marks of `--features layer-profile`).
+    #[cfg(feature = "layer-profile")]
+    Profile {
+        /// Model id (see `glassbox models`); the default model when omitted.
+        #[arg(long)]
+        model: Option<String>,
+        /// Timed passes, after one untimed warm-up.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Slowest statements listed.
+        #[arg(long, default_value_t = 15)]
+        top: usize,
+        /// After the profile, one more pass that checks every layer glassbox's GPU kernels run
+        /// against burn's f32 kernel on the same values, and prints the worst.
+        #[arg(long)]
+        check: bool,
+        // Images per pass: `--batch` (default 16).
+        #[command(flatten)]
+        device: DeviceArg,
+    },
     /// The built-in models: real or synthetic, preprocessing, provenance.
     Models {
         /// Print JSON instead of text.
@@ -315,7 +336,7 @@ impl DeviceArg {
         compute: &Compute,
         counter: bool,
     ) -> glassbox::Result<Classifier> {
-        self.load_weights(info, compute, counter, Weights::Own)
+        self.load_weights(info, compute, counter, super::weights_for(info))
     }
 
     /// As [`DeviceArg::load`], with the model's own weights or its randomised twin's.

@@ -7,6 +7,8 @@ pub mod classify;
 pub mod compare;
 pub mod explain;
 pub mod models;
+#[cfg(feature = "layer-profile")]
+pub mod profile;
 pub mod progress;
 pub mod sanity;
 pub mod study;
@@ -15,11 +17,27 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
 
-use glassbox::model::Precision;
+use glassbox::model::{Precision, Weights};
 use glassbox::view::Photo;
 use glassbox::{Classifier, Compute, DeviceRequest, ModelInfo};
 
 use args::{DeviceArg, ParamArgs};
+
+/// The weights a command loads `info` with: its randomised twin's where `GLASSBOX_TWIN` lists
+/// its id (comma-separated) or says `all`, with a warning, else its own. For timing an
+/// architecture where its weight file cannot go (README, "Weights"; benches/device_bundle.sh).
+pub fn weights_for(info: ModelInfo) -> Weights {
+    let twin = std::env::var("GLASSBOX_TWIN")
+        .is_ok_and(|ids| ids == "all" || ids.split(',').any(|id| id.trim() == info.id()));
+    if !twin {
+        return Weights::Own;
+    }
+    eprintln!(
+        "glassbox: {} runs as its randomised twin (GLASSBOX_TWIN): synthetic weights drawn at load time, no weight file read; its explanations explain nothing",
+        info.id()
+    );
+    Weights::Randomised
+}
 
 pub fn pick_model(model: Option<&str>) -> glassbox::Result<ModelInfo> {
     let info = model.map_or_else(|| Ok(ModelInfo::default_model()), ModelInfo::find)?;

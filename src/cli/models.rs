@@ -5,6 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use glassbox::explain::cell_scores_given;
+use glassbox::model::Precision;
 use glassbox::perturb::Fill;
 use glassbox::{Classifier, Compute, ModelInfo, View};
 use serde_json::{Value, json};
@@ -12,7 +13,8 @@ use serde_json::{Value, json};
 /// Incremental inference's work for a model at the default grid: its 10×10 single-cell
 /// occlusions of a mid-grey view, run on the CPU (a few seconds per model).
 fn incremental_work(info: ModelInfo) -> glassbox::Result<Value> {
-    let classifier = Classifier::load(info, &Compute::cpu())?;
+    let weights = super::weights_for(info);
+    let classifier = Classifier::load_weights(info, &Compute::cpu(), Precision::F32, weights)?;
     let pre = info.preprocess();
     let grey = image::RgbImage::from_pixel(pre.width, pre.height, image::Rgb([128, 128, 128]));
     let view = View::new(&grey, pre);

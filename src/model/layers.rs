@@ -7,7 +7,7 @@
 //! asynchronously, so there [`start_synced`] makes every mark wait for the device first: each
 //! statement is then charged its kernels' time, at the price of the fusion burn would have done
 //! across statements (the synced pass is slower than a free-running one; compare both).
-//! `examples/layers.rs` prints the table.
+//! `glassbox profile` prints the table.
 
 use std::sync::Mutex;
 use std::time::Instant;

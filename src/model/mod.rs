@@ -153,7 +153,7 @@ pub mod gpu;
 pub mod incremental;
 
 /// Sets the process's kernel switches from the environment, as the `glassbox` tool and
-/// `examples/layers.rs` do: `GLASSBOX_GPU_CONV=burn|taps|im2col|tiled` picks [`gpu::ConvPath`]
+/// `glassbox profile` do: `GLASSBOX_GPU_CONV=burn|taps|im2col|tiled` picks [`gpu::ConvPath`]
 /// (`GLASSBOX_GPU_TILE=auto|small|large|huge` the tiled kernel's tile), and
 /// `GLASSBOX_BURN_KERNELS` (any value) then runs every layer through burn's own kernels, CPU
 /// and GPU, as a baseline for timing. Like [`crate::device::tune_allocator`], the library never
@@ -445,12 +445,16 @@ impl Classifier {
             model: info.id().to_string(),
             reason: "no generated network".into(),
         })?;
-        let mut store = match info.spec.weights {
-            WeightSource::Embedded(bytes) => BurnpackStore::from_static(bytes),
-            WeightSource::File {
-                file_name,
-                built_at,
-            } => BurnpackStore::from_file(find_weights(info.id(), file_name, built_at)?),
+        let mut store = match (weights, info.spec.weights) {
+            (Weights::Randomised, _) => skeleton(index, info.id())?,
+            (Weights::Own, WeightSource::Embedded(bytes)) => BurnpackStore::from_static(bytes),
+            (
+                Weights::Own,
+                WeightSource::File {
+                    file_name,
+                    built_at,
+                },
+            ) => BurnpackStore::from_file(find_weights(info.id(), file_name, built_at)?),
         };
         // Converted on the host as they load, so no f32 copy of a weight ever reaches the
         // device (AlexNet's 151 MB fc6 matrix is over lavapipe's 128 MiB binding limit, and a
@@ -626,6 +630,24 @@ impl Classifier {
                 .cast(FloatDType::F32),
         }
     }
+}
+
+/// The parameters of network `index` as the network builds them (burn's initialisers), as a
+/// store to load from. The randomised twin's values are drawn from each parameter's name and
+/// shape alone, so it loads from these rather than from the weight file: the twin needs no file
+/// (a machine without the model's weights can still run its architecture, e.g. for timing).
+/// Built on the CPU, where no buffer limit applies.
+fn skeleton(index: usize, model: &str) -> Result<BurnpackStore> {
+    let failed = |reason: String| Error::ModelLoad {
+        model: model.to_string(),
+        reason,
+    };
+    let net = Net::new(index, &burn::tensor::Device::flex())
+        .ok_or_else(|| failed("no generated network".into()))?;
+    let mut written = BurnpackStore::from_bytes(None);
+    net.save(&mut written).map_err(failed)?;
+    let bytes = written.get_bytes().map_err(|e| failed(e.to_string()))?;
+    Ok(BurnpackStore::from_bytes(Some(bytes)))
 }
 
 fn find_weights(model: &str, file_name: &str, built_at: &str) -> Result<PathBuf> {

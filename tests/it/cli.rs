@@ -84,6 +84,57 @@ fn classify_json_is_machine_readable() {
     );
 }
 
+/// `GLASSBOX_TWIN` runs a command on the listed models' randomised twins (the library's, drawn
+/// without reading a weight file), says so, and leaves the other models alone.
+#[test]
+fn glassbox_twin_runs_the_listed_models_as_their_randomised_twins() {
+    let classify = |twin: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_glassbox"));
+        command.args(["classify", "--device", "cpu", "--json", "--top", "1"]);
+        command.arg(data("chelsea.png"));
+        if let Some(ids) = twin {
+            command.env("GLASSBOX_TWIN", ids);
+        }
+        let out = command.output().expect("run glassbox");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let top = doc["results"][0]["top"][0].clone();
+        (top, text(&out.stderr))
+    };
+    let (own, said) = classify(None);
+    assert!(!said.contains("randomised twin"), "{said}");
+    let (other, said) = classify(Some("googlenet-tv,alexnet"));
+    assert_eq!(
+        other, own,
+        "a model the variable does not list keeps its weights"
+    );
+    assert!(!said.contains("randomised twin"), "{said}");
+    let (twin, said) = classify(Some("alexnet, efficientnet-lite0"));
+    assert!(
+        said.contains("efficientnet-lite0 runs as its randomised twin"),
+        "{said}"
+    );
+    // The library's twin of the same photo.
+    let info = glassbox::ModelInfo::default_model();
+    let photo = glassbox::view::load_photo(&data("chelsea.png")).expect("photo");
+    let view = glassbox::View::new(&photo.rgb, info.preprocess());
+    let input = glassbox::view::to_input(&view.rgb, info.preprocess());
+    let library = glassbox::Classifier::load_weights(
+        info,
+        &glassbox::Compute::cpu(),
+        glassbox::model::Precision::F32,
+        glassbox::model::Weights::Randomised,
+    )
+    .expect("twin")
+    .classify(&input)
+    .expect("classify");
+    let best = library.argmax(0);
+    assert_eq!(twin["index"], best, "{twin}");
+    let p = twin["probability"].as_f64().expect("p");
+    assert!((p - f64::from(library.row(0)[best])).abs() < 1e-6, "{p}");
+    assert_ne!(twin, own);
+}
+
 #[test]
 fn synthetic_models_say_so() {
     let out = glassbox(&["models", "--json"]);

@@ -1,6 +1,6 @@
 //! glassbox's own CPU kernels for the layers burn-flex runs slowest.
 //!
-//! `examples/layers.rs` showed where the CPU forward pass goes: GoogLeNet spent 55 % of it in
+//! `glassbox profile` showed where the CPU forward pass goes: GoogLeNet spent 55 % of it in
 //! max pooling, EfficientNet-Lite0 42 % in depthwise convolutions and 27 % in the ReLU6 clamps
 //! after its convolutions (each a separate, single-threaded pass over a large tensor). The
 //! generated `forward` of every model calls [`conv2d`], [`max_pool2d`] and [`lrn`] instead of the

@@ -1,52 +1,66 @@
-//! Where a forward pass spends its time, per kind of layer and per layer.
+//! `glassbox profile` (built with `--features layer-profile`): where a forward pass spends its
+//! time, per kind of layer and per statement of the generated network.
 //!
 //! ```sh
-//! cargo run --release --features layer-profile --example layers -- efficientnet-lite0 16 5
-//! GLASSBOX_LAYERS_DEVICE=gpu GLASSBOX_LAYERS_PRECISION=f16 \
-//!     cargo run --release --features layer-profile --example layers -- googlenet-tv 256 3
+//! cargo build --release --features layer-profile
+//! glassbox profile --model efficientnet-lite0 --device cpu --batch 16 --runs 5
+//! GLASSBOX_GPU_CONV=tiled glassbox profile --model googlenet-tv --device gpu --batch 256 \
+//!     --runs 3 --precision f16 --check
 //! ```
 //!
-//! Arguments: model id (default: the default model), batch size (16), timed passes (5, after one
-//! untimed warm-up). Environment: `GLASSBOX_LAYERS_DEVICE` `cpu` (default), `gpu` or `auto`,
-//! `GLASSBOX_LAYERS_PRECISION` `f32` (default) or `f16`, `GLASSBOX_LAYERS_TOP` (statements
-//! listed, 15), `GLASSBOX_LAYERS_CHECK` (set: after the profile, one more pass that checks
-//! every layer glassbox's GPU kernels run against burn's f32 kernel on the same values, and
-//! prints the worst; `glassbox::model::gpu::set_layer_checks`), and the tool's own
-//! `GLASSBOX_GPU_CONV` and `GLASSBOX_BURN_KERNELS` (`glassbox::model::kernels_from_env`).
+//! The inputs are synthetic pictures at the model's view size (the timing does not depend on
+//! what they show). On the CPU backend each operation finishes before the next statement. On a
+//! GPU the command first times free-running passes (the real throughput; the untimed warm-up
+//! pays for compiling and autotuning), then profiles passes that wait for the device after
+//! every statement (see `glassbox::model::layers`), which cost more than free-running ones
+//! because burn cannot fuse across statements: read the table for where the time goes, the
+//! first line for how much. `--check` adds one pass that checks every layer glassbox's GPU
+//! kernels run against burn's f32 kernel on the same values, and prints the worst.
 //!
-//! On the CPU backend each operation finishes before the next statement. On a GPU the example
-//! first times free-running passes (the real throughput; the warm-up pays for autotuning), then
-//! profiles passes that wait for the device after every statement (see
-//! `glassbox::model::layers`), which cost more than free-running ones because burn cannot fuse
-//! across statements: read the table for where the time goes, the first line for how much.
+//! The instrumented build charges one lock per statement to a pass that is not being profiled,
+//! so the same binary also serves every other command (one binary for a GPU check's machine).
 
 use std::collections::BTreeMap;
+use std::process::ExitCode;
 use std::time::Instant;
 
-use glassbox::model::Precision;
 use glassbox::model::layers::{self, LayerTime};
+use glassbox::model::{Precision, gpu};
 use glassbox::view::to_input;
-use glassbox::{Classifier, Compute, DeviceRequest, ModelInfo};
 use image::RgbImage;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let info = match args.first() {
-        Some(id) => ModelInfo::find(id)?,
-        None => ModelInfo::default_model(),
-    };
-    let batch: usize = args.get(1).map_or(Ok(16), |b| b.parse())?;
-    let runs: usize = args.get(2).map_or(Ok(5), |r| r.parse())?;
-    let device: DeviceRequest =
-        std::env::var("GLASSBOX_LAYERS_DEVICE").map_or(Ok(DeviceRequest::Cpu), |d| d.parse())?;
-    let precision: Precision =
-        std::env::var("GLASSBOX_LAYERS_PRECISION").map_or(Ok(Precision::F32), |p| p.parse())?;
-    glassbox::device::tune_allocator();
-    glassbox::model::kernels_from_env()?;
-    let compute = Compute::select(device)?.0;
+use super::args::DeviceArg;
+use super::{pick_model, select_device};
+
+/// What `glassbox profile` was asked for.
+pub struct ProfileArgs<'a> {
+    pub model: Option<&'a str>,
+    pub runs: usize,
+    pub top: usize,
+    pub check: bool,
+    pub device: &'a DeviceArg,
+}
+
+pub fn profile(args: &ProfileArgs<'_>) -> glassbox::Result<ExitCode> {
+    let ProfileArgs {
+        model,
+        runs,
+        top,
+        check,
+        device,
+    } = *args;
+    if runs == 0 {
+        return Err(glassbox::Error::InvalidArgument(
+            "--runs must be at least 1".into(),
+        ));
+    }
+    let info = pick_model(model)?;
+    let compute = select_device(device.device.into())?;
     let gpu = compute.is_gpu();
-    let mut classifier = Classifier::load_with(info, &compute, precision)?;
+    let batch = device.batch.unwrap_or(16);
+    let mut classifier = device.load(info, &compute, false)?;
     classifier.set_chunk_size(batch);
+    let precision = classifier.precision();
 
     let pre = info.preprocess();
     let inputs: Vec<f32> = (0..batch)
@@ -96,8 +110,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             layers::start();
         }
         let t = Instant::now();
-        classifier.classify(&inputs)?;
+        let classified = classifier.classify(&inputs);
         let (seconds, marks) = (t.elapsed().as_secs_f64(), layers::take());
+        classified?;
         if gpu && run == 0 {
             continue;
         }
@@ -112,7 +127,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if gpu { "synced " } else { "" },
         per_pass(wall),
         per_pass(marked),
-        all.len() / runs.max(1),
+        all.len() / runs,
         100.0 * marked / wall
     );
 
@@ -133,22 +148,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{kind:<22} {:>10.2} {:>6.1}% {:>6}",
             per_pass(*s),
             100.0 * s / marked,
-            n / runs.max(1)
+            n / runs
         );
     }
 
-    let mut layers: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+    let mut statements: BTreeMap<(&str, &str), f64> = BTreeMap::new();
     for l in &all {
-        *layers.entry((l.name, l.kind.as_str())).or_default() += l.seconds;
+        *statements.entry((l.name, l.kind.as_str())).or_default() += l.seconds;
     }
-    let mut layers: Vec<_> = layers.into_iter().collect();
-    layers.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut statements: Vec<_> = statements.into_iter().collect();
+    statements.sort_by(|a, b| b.1.total_cmp(&a.1));
     println!(
         "\n{:<28} {:<16} {:>10} {:>7}",
         "slowest statements", "kind", "ms/pass", "share"
     );
-    let top: usize = std::env::var("GLASSBOX_LAYERS_TOP").map_or(Ok(15), |v| v.parse())?;
-    for ((name, kind), s) in layers.iter().take(top) {
+    for ((name, kind), s) in statements.iter().take(top) {
         println!(
             "{name:<28} {kind:<16} {:>10.2} {:>6.1}%",
             per_pass(*s),
@@ -156,8 +170,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    if std::env::var_os("GLASSBOX_LAYERS_CHECK").is_some() {
-        use glassbox::model::gpu;
+    if check {
         gpu::take_layer_checks();
         gpu::set_layer_checks(true);
         let checked = classifier.classify(&inputs);
@@ -175,5 +188,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             None => println!("\nno layer ran on glassbox's kernels: nothing to check"),
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs on a device machine, over the working tree and the .device/ bundle that
+# benches/device_bundle.sh made: unpacks glassbox, brings the Vulkan loader if the machine lacks
+# it, points the loader at NVIDIA's driver where the image keeps it apart, then runs
+# benches/gpu_check.sh with the models that have a weight file as their randomised twins, and
+# copies its output to $OUT/gpu_check.txt when $OUT is set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bundle=.device
+[ -f "$bundle/glassbox.xz" ] || { echo "no $bundle/glassbox.xz: run benches/device_bundle.sh and carry .device" >&2; exit 2; }
+if command -v xz >/dev/null; then
+  xz -dc "$bundle/glassbox.xz" >"$bundle/glassbox"
+else
+  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+    "$bundle/glassbox.xz" "$bundle/glassbox"
+fi
+chmod +x "$bundle/glassbox"
+if ! ldconfig -p | grep -q libvulkan.so.1; then
+  for f in "$bundle"/gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ] && ! ls /usr/share/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
+  export VK_DRIVER_FILES=$icd
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
+export GLASSBOX_CHECK_BIN=$PWD/$bundle/glassbox
+export GLASSBOX_TWIN=${GLASSBOX_TWIN:-googlenet-tv,googlenet,alexnet-tv,alexnet}
+if [ -n "${OUT:-}" ]; then
+  benches/gpu_check.sh 2>&1 | tee "$OUT/gpu_check.txt"
+else
+  benches/gpu_check.sh
+fi
