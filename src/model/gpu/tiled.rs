@@ -6,8 +6,12 @@
 //! window (`cin·kh·kw`). `A` is never built (no im2col buffer): each workgroup owns a tile of
 //! [`Tile::m`] pixels × [`Tile::n`] channels, and walks `k` in slices of [`Tile::k`], staging
 //! that slice of the input windows and of the weights in workgroup memory, from which each
-//! invocation accumulates a register block of [`Tile::rows`] × [`Tile::cols`] outputs. Where a
-//! slice's window positions read is worked out once per slice, in workgroup memory; a pointwise
+//! invocation accumulates a register block of [`Tile::rows`] × [`Tile::cols`] outputs. The
+//! slices are software-pipelined: an invocation issues its global loads of the next slice into
+//! registers before it computes the current one from workgroup memory, so their latency hides
+//! behind the arithmetic (one workgroup-memory copy of each slice, two barriers per slice, as
+//! without). Where a slice's window positions read is worked out once, one slice ahead, in
+//! workgroup memory; a pointwise
 //! (1×1, unpadded) convolution reads its channel directly. Padding is read as zeros at the load,
 //! bias and the activation (Relu, or a clamp such as Relu6) are applied at the store. Three
 //! tiles ([`Tile::SMALL`], [`Tile::LARGE`], [`Tile::HUGE`]) are chosen by the layer's size, not
@@ -275,93 +279,129 @@ fn conv2d_gemm_kernel<E: Float, N: Size>(
     let khw = kh * kw;
 
     let cout_v = cout / vn;
+    let slices = (k_total + bk - 1) / bk;
     // Where each of a slice's `bk` window positions reads, worked out once per slice by the
-    // first `bk` invocations (three integer divisions each) rather than by every load:
-    // the input channel's offset, and the tap's row and column.
-    let mut k_c = Shared::<[u32]>::new_slice(comptime!(bk as usize));
-    let mut k_y = Shared::<[u32]>::new_slice(comptime!(bk as usize));
-    let mut k_x = Shared::<[u32]>::new_slice(comptime!(bk as usize));
+    // first `bk` invocations (three integer divisions each) rather than by every load: the
+    // input channel's offset, and the tap's row and column. Two tables, one slice ahead: slice
+    // `i`'s is at `(i % 2)·bk`.
+    let mut k_c = Shared::<[u32]>::new_slice(comptime!((2 * bk) as usize));
+    let mut k_y = Shared::<[u32]>::new_slice(comptime!((2 * bk) as usize));
+    let mut k_x = Shared::<[u32]>::new_slice(comptime!((2 * bk) as usize));
     // A pointwise convolution reads channel `k` of its pixel: no table, no bounds.
     let a_pixel = a_base + (a_oy * sh) * xs.h + (a_ox * sw) * xs.w;
-
-    let mut k0 = 0u32;
-    while k0 < k_total {
-        if comptime!(!pointwise) {
-            if tid < bk {
-                let k = select(k0 + tid < k_total, k0 + tid, k_total - 1);
-                let ci = k / khw;
-                let rest = k % khw;
-                let ky = rest / kw;
-                let kx = rest % kw;
-                k_c[tid as usize] = ci * xs.c;
-                k_y[tid as usize] = ky;
-                k_x[tid as usize] = kx;
-            }
-            sync_cube();
+    if comptime!(!pointwise) {
+        if tid < bk {
+            let k = select(tid < k_total, tid, k_total - 1);
+            let rest = k % khw;
+            k_c[tid as usize] = (k / khw) * xs.c;
+            k_y[tid as usize] = rest / kw;
+            k_x[tid as usize] = rest % kw;
         }
-        #[unroll]
-        for r in 0..a_loads {
-            let kk = a_kk0 + r * a_step;
-            let k = k0 + kk;
-            let mut v = 0.0f32;
-            if a_in && k < k_total {
-                if comptime!(pointwise) {
-                    v = f32::cast_from(x[(a_pixel + k * xs.c) as usize]);
-                } else {
-                    let iy = a_iy0 + k_y[kk as usize] as i32;
-                    let ix = a_ix0 + k_x[kk as usize] as i32;
-                    if iy >= 0 && ix >= 0 && (iy as u32) < h && (ix as u32) < wd {
-                        v = f32::cast_from(
-                            x[(a_base + k_c[kk as usize] + (iy as u32) * xs.h + (ix as u32) * xs.w)
-                                as usize],
-                        );
+        sync_cube();
+    }
+
+    // Software pipelining: each step issues the global loads of slice `i` into registers,
+    // computes slice `i − 1` from workgroup memory while they are in flight, then stages slice
+    // `i` (and the next slice's window table). The sums run in the same order as slice by slice.
+    let mut a_next = Array::<f32>::new(comptime!(a_loads as usize));
+    let mut b_next = Array::<f32>::new(comptime!((b_loads * vn) as usize));
+    let mut slice = 0u32;
+    while slice <= slices {
+        let k0 = slice * bk;
+        let table = (slice % 2) * bk;
+        if slice < slices {
+            #[unroll]
+            for r in 0..a_loads {
+                let kk = a_kk0 + r * a_step;
+                let k = k0 + kk;
+                let mut v = 0.0f32;
+                if a_in && k < k_total {
+                    if comptime!(pointwise) {
+                        v = f32::cast_from(x[(a_pixel + k * xs.c) as usize]);
+                    } else {
+                        let t = (table + kk) as usize;
+                        let iy = a_iy0 + k_y[t] as i32;
+                        let ix = a_ix0 + k_x[t] as i32;
+                        if iy >= 0 && ix >= 0 && (iy as u32) < h && (ix as u32) < wd {
+                            v = f32::cast_from(
+                                x[(a_base + k_c[t] + (iy as u32) * xs.h + (ix as u32) * xs.w)
+                                    as usize],
+                            );
+                        }
+                    }
+                }
+                a_next[r as usize] = v;
+            }
+            // The weights: `N` neighbouring output channels of one row per load, neighbouring
+            // invocations on neighbouring vectors of the row.
+            #[unroll]
+            for r in 0..b_loads {
+                let v = tid + r * threads;
+                let k = k0 + v / b_vectors_per_row;
+                let cv = n0 / vn + v % b_vectors_per_row;
+                let mut vals = Vector::<f32, N>::new(0.0f32);
+                if k < k_total && cv < cout_v {
+                    vals = Vector::<f32, N>::cast_from(w[(k * cout_v + cv) as usize]);
+                }
+                #[unroll]
+                for j in 0..N::value() {
+                    b_next[(r * vn + j as u32) as usize] = vals.extract(j);
+                }
+            }
+        }
+
+        if slice > 0 {
+            #[unroll]
+            for kk in 0..bk {
+                let mut a = Array::<f32>::new(comptime!(tm as usize));
+                let mut b = Array::<f32>::new(comptime!(tn as usize));
+                #[unroll]
+                for i in 0..tm {
+                    a[i as usize] = a_s[(kk * bm + tx + i * tx_n) as usize];
+                }
+                #[unroll]
+                for j in 0..tn {
+                    b[j as usize] = b_s[(kk * b_row + ty + j * ty_n) as usize];
+                }
+                #[unroll]
+                for i in 0..tm {
+                    #[unroll]
+                    for j in 0..tn {
+                        acc[(i * tn + j) as usize] += a[i as usize] * b[j as usize];
                     }
                 }
             }
-            a_s[(kk * bm + a_mm) as usize] = v;
-        }
-        // The weights: `N` neighbouring output channels of one row per load, neighbouring
-        // invocations on neighbouring vectors of the row.
-        #[unroll]
-        for r in 0..b_loads {
-            let v = tid + r * threads;
-            let kk = v / b_vectors_per_row;
-            let nv = v % b_vectors_per_row;
-            let k = k0 + kk;
-            let cv = n0 / vn + nv;
-            let mut vals = Vector::<f32, N>::new(0.0f32);
-            if k < k_total && cv < cout_v {
-                vals = Vector::<f32, N>::cast_from(w[(k * cout_v + cv) as usize]);
-            }
-            #[unroll]
-            for j in 0..N::value() {
-                b_s[(kk * b_row + nv * vn + j as u32) as usize] = vals.extract(j);
-            }
         }
         sync_cube();
 
-        #[unroll]
-        for kk in 0..bk {
-            let mut a = Array::<f32>::new(comptime!(tm as usize));
-            let mut b = Array::<f32>::new(comptime!(tn as usize));
+        if slice < slices {
             #[unroll]
-            for i in 0..tm {
-                a[i as usize] = a_s[(kk * bm + tx + i * tx_n) as usize];
+            for r in 0..a_loads {
+                a_s[((a_kk0 + r * a_step) * bm + a_mm) as usize] = a_next[r as usize];
             }
             #[unroll]
-            for j in 0..tn {
-                b[j as usize] = b_s[(kk * b_row + ty + j * ty_n) as usize];
-            }
-            #[unroll]
-            for i in 0..tm {
+            for r in 0..b_loads {
+                let v = tid + r * threads;
+                let at = (v / b_vectors_per_row) * b_row + (v % b_vectors_per_row) * vn;
                 #[unroll]
-                for j in 0..tn {
-                    acc[(i * tn + j) as usize] += a[i as usize] * b[j as usize];
+                for j in 0..vn {
+                    b_s[(at + j) as usize] = b_next[(r * vn + j) as usize];
+                }
+            }
+            if comptime!(!pointwise) {
+                if tid < bk {
+                    let next = k0 + bk + tid;
+                    let k = select(next < k_total, next, k_total - 1);
+                    let rest = k % khw;
+                    let t = (((slice + 1) % 2) * bk + tid) as usize;
+                    k_c[t] = (k / khw) * xs.c;
+                    k_y[t] = rest / kw;
+                    k_x[t] = rest % kw;
                 }
             }
         }
         sync_cube();
-        k0 += bk;
+        slice += 1;
     }
 
     #[unroll]
