@@ -604,6 +604,35 @@ fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
             relu,
             [32, 16, 64, 65],
         ),
+        // Pointwise at stride 1 on planes of a multiple of four pixels: inputs read four
+        // pixels per load (a partial last tile at 2·196 pixels); at stride 2, one by one.
+        (
+            [24, 40],
+            [1, 1],
+            1,
+            [0, 0, 0, 0],
+            true,
+            relu6,
+            [2, 24, 14, 14],
+        ),
+        (
+            [40, 8],
+            [1, 1],
+            1,
+            [0, 0, 0, 0],
+            false,
+            none,
+            [3, 40, 28, 28],
+        ),
+        (
+            [16, 24],
+            [1, 1],
+            2,
+            [0, 0, 0, 0],
+            true,
+            relu,
+            [2, 16, 14, 14],
+        ),
     ];
     let mut tiles = std::collections::HashSet::new();
     for ([cin, cout], kernel, stride, [t, l, b, r], bias, activation, shape) in cases {
@@ -622,13 +651,20 @@ fn the_tiled_convolution_kernel_equals_burns_on_the_gpu() {
         tiles.insert(Tile::for_shape(n * ho * wo, cout));
         let want_dims = want.dims();
         let want: Vec<f32> = want.into_data().try_to_vec().expect("f32");
+        let pixel_vectors = kernel == [1, 1] && stride == 1 && (shape[2] * shape[3]) % 4 == 0;
         for tile in [None, Some(Tile::SMALL), Some(Tile::LARGE), Some(Tile::HUGE)] {
+            let before = tiled::pixel_vector_launches();
             let case = format!(
                 "{cin}->{cout} {kernel:?} stride {stride} {activation:?} {shape:?} {tile:?}"
             );
             let got = tiled::conv2d_with_tile(&conv, &x, activation, tile)
                 .unwrap_or_else(|| panic!("{case}: applies"));
             assert_eq!(got.dims(), want_dims, "{case}");
+            assert_eq!(
+                tiled::pixel_vector_launches() > before,
+                pixel_vectors,
+                "{case}: inputs read four pixels per load"
+            );
             let got: Vec<f32> = got.into_data().try_to_vec().expect("f32");
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!(
@@ -754,6 +790,7 @@ fn every_model_on_the_tiled_kernel_matches_the_cpu() {
     let run = |classifier: &Classifier, inputs: &[f32]| {
         let launches = || (tiled::launches(), gpu::window::launches());
         let (before, in_place) = (launches(), tiled::in_place_writes());
+        let vectors = tiled::pixel_vector_launches();
         gpu::take_layer_checks();
         gpu::set_layer_checks(true);
         let got = gpu::with_path(ConvPath::Tiled, || classifier.classify(inputs));
@@ -761,7 +798,14 @@ fn every_model_on_the_tiled_kernel_matches_the_cpu() {
         let checks = gpu::take_layer_checks();
         let after = launches();
         let ran = (after.0 - before.0, after.1 - before.1);
-        (got, checks, ran, tiled::in_place_writes() - in_place)
+        let vectors = tiled::pixel_vector_launches() - vectors;
+        (
+            got,
+            checks,
+            ran,
+            tiled::in_place_writes() - in_place,
+            vectors,
+        )
     };
     let mut compared = 0;
     for info in ModelInfo::all() {
@@ -772,7 +816,7 @@ fn every_model_on_the_tiled_kernel_matches_the_cpu() {
             .classify(&inputs)
             .expect("classify on the CPU");
         let on_gpu = Classifier::load(info, &compute).expect("load on wgpu");
-        let (got, checks, (tiled_ran, window_ran), in_place) = run(&on_gpu, &inputs);
+        let (got, checks, (tiled_ran, window_ran), in_place, vectors) = run(&on_gpu, &inputs);
         let in_f32 = match got {
             Err(glassbox::Error::Device { reason, .. }) if reason.contains("largest buffer") => {
                 eprintln!("SKIPPED {id} in f32: {reason}");
@@ -799,6 +843,10 @@ fn every_model_on_the_tiled_kernel_matches_the_cpu() {
                 if id.starts_with("googlenet") {
                     assert!(in_place > 0, "{id}: no branch was written in place");
                 }
+                // Their 1×1 layers on maps of 14×14 and more read four pixels per load.
+                if id.starts_with("googlenet") || id == "efficientnet-lite0" {
+                    assert!(vectors > 0, "{id}: no input read four pixels per load");
+                }
                 let worst = largest_difference(&got, &cpu);
                 assert!(worst <= 1e-5, "{id}: tiled on wgpu vs CPU: {worst}");
                 eprintln!("{id}: tiled on wgpu vs CPU: {worst:.1e}");
@@ -811,7 +859,7 @@ fn every_model_on_the_tiled_kernel_matches_the_cpu() {
             continue;
         }
         let half = Classifier::load_with(info, &compute, Precision::F16).expect("load in f16");
-        let (tiled_f16, checks, (tiled_ran, _), _) = run(&half, &inputs);
+        let (tiled_f16, checks, (tiled_ran, _), _, _) = run(&half, &inputs);
         let tiled_f16 = tiled_f16.expect("f16");
         layers_match_burn(id, &checks, 2e-3);
         assert!(tiled_ran > 0 || info.fixture(), "{id}: f16 never ran");

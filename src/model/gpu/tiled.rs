@@ -26,7 +26,10 @@
 //! (a convolution's are reordered once per call, at most one pass over them against the
 //! `m / Tile::m` passes the tiles make; a fully connected layer's already are that matrix),
 //! four output channels per load (a 128-bit load in f32) where `cout` is a multiple of four,
-//! as in every built-in model.
+//! as in every built-in model. A pointwise convolution at stride 1 whose planes hold a multiple
+//! of four pixels (every 1×1 layer of Lite0 and GoogLeNet but those on 7×7 maps) reads its
+//! input four neighbouring pixels per load too, NCHW's contiguous axis; channels are not
+//! contiguous in NCHW, so no load runs along them.
 //!
 //! Tensors are f32 or f16 (`--precision f16`: half the bytes read and written); the kernel
 //! always sums in f32, in a different order from burn's direct kernel, so the two agree to
@@ -52,6 +55,15 @@ static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 /// unchanged).
 pub fn launches() -> u64 {
     LAUNCHES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Products whose inputs the kernel read four pixels per load, in this process so far.
+static PIXEL_VECTORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many products (a grouped convolution makes one per group) the kernel has run reading
+/// its inputs four pixels per load (for tests and profiles).
+pub fn pixel_vector_launches() -> u64 {
+    PIXEL_VECTORS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A workgroup's tile and each invocation's register block.
@@ -124,6 +136,13 @@ impl Tile {
             && (self.k * self.m()).is_multiple_of(t)
             && self.n().is_multiple_of(vector)
             && (self.k * self.n()).is_multiple_of(t * vector)
+    }
+
+    /// Whether the tile's input loads split into whole vectors of `vector` pixels per
+    /// invocation.
+    fn loads_pixels_by(self, vector: u32) -> bool {
+        self.m().is_multiple_of(vector)
+            && (self.k * self.m()).is_multiple_of(self.threads() * vector)
     }
 
     /// Workgroups of this tile for a product of `m` pixels × `cout` channels.
@@ -203,9 +222,14 @@ pub(super) fn activation_code(activation: Activation) -> (u32, f32, f32) {
 /// channel slice of a concatenation); sizes; stride and leading padding; `m_total = n·ho·wo`,
 /// `k_total = cin·kh·kw`.
 #[cube(launch_unchecked)]
-#[allow(clippy::too_many_arguments, clippy::collapsible_if)]
-fn conv2d_gemm_kernel<E: Float, N: Size>(
-    x: &[E],
+// `div_ceil` is not a CubeCL operation.
+#[allow(
+    clippy::too_many_arguments,
+    clippy::collapsible_if,
+    clippy::manual_div_ceil
+)]
+fn conv2d_gemm_kernel<E: Float, N: Size, NX: Size>(
+    x: &[Vector<E, NX>],
     w: &[Vector<E, N>],
     bias: &[E],
     out: &mut [E],
@@ -248,6 +272,12 @@ fn conv2d_gemm_kernel<E: Float, N: Size>(
     let b_loads = comptime!(bk * bn / (vn * threads));
     let b_vectors_per_row = comptime!(bn / vn);
     let a_step = comptime!(threads / bm);
+    // Inputs read `NX` neighbouring pixels of a channel per load (a pointwise convolution at
+    // stride 1 over planes of a multiple of `NX` pixels), else one value.
+    let x_size = NX::value();
+    let xv = comptime!(x_size as u32);
+    let a_vectors_per_row = comptime!(bm / xv);
+    let a_vector_loads = comptime!(bk * bm / (xv * threads));
 
     let tx = UNIT_POS_X;
     let ty = UNIT_POS_Y;
@@ -289,6 +319,21 @@ fn conv2d_gemm_kernel<E: Float, N: Size>(
     let mut k_x = Shared::<[u32]>::new_slice(comptime!((2 * bk) as usize));
     // A pointwise convolution reads channel `k` of its pixel: no table, no bounds.
     let a_pixel = a_base + (a_oy * sh) * xs.h + (a_ox * sw) * xs.w;
+    // With vector loads, where each of this invocation's vectors starts (channel 0), and
+    // whether it is in the product (`m_total` is a multiple of `NX`: all of it or none).
+    let plane = ho * wo;
+    let mut a_vector_at = Array::<u32>::new(comptime!(a_vector_loads as usize));
+    let mut a_vector_in = Array::<u32>::new(comptime!(a_vector_loads as usize));
+    if comptime!(xv > 1) {
+        #[unroll]
+        for r in 0..a_vector_loads {
+            let m = m0 + ((tid + r * threads) % a_vectors_per_row) * xv;
+            let inside = m < m_total;
+            let m = select(inside, m, 0u32);
+            a_vector_at[r as usize] = x_off + (m / plane) * xs.n + m % plane;
+            a_vector_in[r as usize] = select(inside, 1u32, 0u32);
+        }
+    }
     if comptime!(!pointwise) {
         if tid < bk {
             let k = select(tid < k_total, tid, k_total - 1);
@@ -310,27 +355,44 @@ fn conv2d_gemm_kernel<E: Float, N: Size>(
         let k0 = slice * bk;
         let table = (slice % 2) * bk;
         if slice < slices {
-            #[unroll]
-            for r in 0..a_loads {
-                let kk = a_kk0 + r * a_step;
-                let k = k0 + kk;
-                let mut v = 0.0f32;
-                if a_in && k < k_total {
-                    if comptime!(pointwise) {
-                        v = f32::cast_from(x[(a_pixel + k * xs.c) as usize]);
-                    } else {
-                        let t = (table + kk) as usize;
-                        let iy = a_iy0 + k_y[t] as i32;
-                        let ix = a_ix0 + k_x[t] as i32;
-                        if iy >= 0 && ix >= 0 && (iy as u32) < h && (ix as u32) < wd {
-                            v = f32::cast_from(
-                                x[(a_base + k_c[t] + (iy as u32) * xs.h + (ix as u32) * xs.w)
-                                    as usize],
-                            );
-                        }
+            if comptime!(xv > 1) {
+                #[unroll]
+                for r in 0..a_vector_loads {
+                    let k = k0 + (tid + r * threads) / a_vectors_per_row;
+                    let mut vals = Vector::<f32, NX>::new(0.0f32);
+                    if a_vector_in[r as usize] == 1 && k < k_total {
+                        let at = a_vector_at[r as usize] + k * xs.c;
+                        vals = Vector::<f32, NX>::cast_from(x[(at / xv) as usize]);
+                    }
+                    #[unroll]
+                    for j in 0..NX::value() {
+                        a_next[(r * xv + j as u32) as usize] = vals.extract(j);
                     }
                 }
-                a_next[r as usize] = v;
+            } else {
+                #[unroll]
+                for r in 0..a_loads {
+                    let kk = a_kk0 + r * a_step;
+                    let k = k0 + kk;
+                    let mut v = 0.0f32;
+                    if a_in && k < k_total {
+                        let mut at = a_pixel + k * xs.c;
+                        let mut inside = true;
+                        if comptime!(!pointwise) {
+                            let t = (table + kk) as usize;
+                            let iy = a_iy0 + k_y[t] as i32;
+                            let ix = a_ix0 + k_x[t] as i32;
+                            inside = iy >= 0 && ix >= 0 && (iy as u32) < h && (ix as u32) < wd;
+                            at = a_base
+                                + k_c[t]
+                                + select(inside, (iy as u32) * xs.h + (ix as u32) * xs.w, 0u32);
+                        }
+                        if inside {
+                            v = Vector::<f32, NX>::cast_from(x[at as usize]).extract(0usize);
+                        }
+                    }
+                    a_next[r as usize] = v;
+                }
             }
             // The weights: `N` neighbouring output channels of one row per load, neighbouring
             // invocations on neighbouring vectors of the row.
@@ -375,9 +437,21 @@ fn conv2d_gemm_kernel<E: Float, N: Size>(
         sync_cube();
 
         if slice < slices {
-            #[unroll]
-            for r in 0..a_loads {
-                a_s[((a_kk0 + r * a_step) * bm + a_mm) as usize] = a_next[r as usize];
+            if comptime!(xv > 1) {
+                #[unroll]
+                for r in 0..a_vector_loads {
+                    let v = tid + r * threads;
+                    let at = (v / a_vectors_per_row) * bm + (v % a_vectors_per_row) * xv;
+                    #[unroll]
+                    for j in 0..xv {
+                        a_s[(at + j) as usize] = a_next[(r * xv + j) as usize];
+                    }
+                }
+            } else {
+                #[unroll]
+                for r in 0..a_loads {
+                    a_s[((a_kk0 + r * a_step) * bm + a_mm) as usize] = a_next[r as usize];
+                }
             }
             #[unroll]
             for r in 0..b_loads {
@@ -778,8 +852,28 @@ impl<'a> Gemm<'a> {
 
         let (has_bias, pointwise) = (bias.is_some(), kh == 1 && kw == 1 && top == 0 && left == 0);
         let (act, lo, hi) = activation_code(activation);
-        let variant = format!("conv {tile:?} {dtype:?} {has_bias} {act} {pointwise} {vector}");
         let xt = cube_tensor(x)?;
+        let xs = xt.meta.strides().clone();
+        // Inputs are read four pixels at a time where a pointwise convolution at stride 1 reads
+        // whole planes of a multiple of four pixels, laid out row after row, from an aligned
+        // buffer (Lite0's and GoogLeNet's 1×1 layers but those on 7×7 maps), else one value.
+        let x_vector = if pointwise
+            && stride == [1, 1]
+            && xs[3] == 1
+            && xs[2] == width
+            && (height * width).is_multiple_of(4)
+            && xs[1].is_multiple_of(4)
+            && xs[0].is_multiple_of(4)
+            && (x_channel * xs[1]).is_multiple_of(4)
+            && (xt.handle.offset_start.unwrap_or(0) as usize).is_multiple_of(4 * dtype.size())
+            && tile.loads_pixels_by(4)
+        {
+            4
+        } else {
+            1
+        };
+        let variant =
+            format!("conv {tile:?} {dtype:?} {has_bias} {act} {pointwise} {vector} {x_vector}");
         // Row-major, as the kernel reads it (a copy unless it already is: a convolution's
         // weights are reordered, a fully connected layer's `[in, out]` weights are not).
         let wt = burn_cubecl::kernel::into_contiguous(cube_tensor(&weight)?);
@@ -788,7 +882,6 @@ impl<'a> Gemm<'a> {
             None => None,
         };
         let client = xt.client.clone();
-        let xs = xt.meta.strides().clone();
         let u = |v: usize| v as u32;
         // Without a bias the kernel never reads the buffer; bind the weights in its place.
         let bias = bias.unwrap_or_else(|| wt.clone());
@@ -815,6 +908,7 @@ impl<'a> Gemm<'a> {
                     CubeCount::Static(u(groups[0]), u(groups[1]), 1),
                     CubeDim::new_2d(tile.threads_x, tile.threads_y),
                     vector as usize,
+                    x_vector as usize,
                     xt.clone().into_buffer_arg(),
                     wt.clone().into_buffer_arg(),
                     bias.clone().into_buffer_arg(),
@@ -859,6 +953,9 @@ impl<'a> Gemm<'a> {
         let out = launch_checked(variant, &client, &[&xt, &wt, &bias], launch, &what, || {
             format!("a {cin}->{cout} {kh}x{kw} {layer}")
         })?;
+        if x_vector > 1 {
+            PIXEL_VECTORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Some(out)
     }
 }
