@@ -19,10 +19,13 @@ if ! ldconfig -p | grep -q libvulkan.so.1; then
   for f in "$bundle"/gl/*.deb; do dpkg -x "$f" /; done
   ldconfig
 fi
-icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ] && ! ls /usr/share/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
-  export VK_DRIVER_FILES=$icd
+# NVIDIA's Vulkan driver manifest: where the loader looks by default, else where this
+# workplace's images mount the driver (/usr/local/nvidia, read-only), else wherever one is.
+if [ -z "${VK_DRIVER_FILES:-}" ] && ! ls /usr/share/vulkan/icd.d/nvidia* /etc/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
+  icd=$(find /usr/local/nvidia /usr/share /etc /opt -name 'nvidia_icd*.json' 2>/dev/null | head -n 1 || true)
+  [ -z "$icd" ] || export VK_DRIVER_FILES=$icd
 fi
+echo "vulkan: $(ldconfig -p | grep -c 'libvulkan.so.1 ') loader(s); driver manifest ${VK_DRIVER_FILES:-from the default search path}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
 export GLASSBOX_CHECK_BIN=$PWD/$bundle/glassbox
 export GLASSBOX_TWIN=${GLASSBOX_TWIN:-googlenet-tv,googlenet,alexnet-tv,alexnet}
