@@ -13,13 +13,29 @@
 # benches/device_run.sh is what runs there.
 #
 #   benches/device_bundle.sh            # build (about 2 min after a release build), pack, check size
+#   benches/device_bundle.sh --spirv    # the same with burn's kernels compiled to SPIR-V (cargo
+#                                       # feature `spirv`: burn's cooperative-matrix f16
+#                                       # convolutions; a 25-minute first build on 2 cores)
+#
+# Each bundle is one device call (a call carries one): the default one for the whole script,
+# then, if device time is left, a `--spirv` one with GLASSBOX_CHECK_SECTIONS=3 for throughput
+# and the per-layer profile on SPIR-V ("burn" runs are then burn's SPIR-V kernels, "tiled" ones
+# glassbox's kernels compiled to SPIR-V). Building here replaces target/release/glassbox; a
+# `cargo build --release` restores the plain one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=.device
 limit=$((64 * 1024 * 1024))
-cargo build --release --features layer-profile
+features=layer-profile
+case "${1:-}" in
+  "") ;;
+  --spirv) features=spirv,layer-profile ;;
+  *) echo "usage: $0 [--spirv]" >&2; exit 2 ;;
+esac
+cargo build --release --features "$features" --bin glassbox
 rm -rf "$out"
 mkdir -p "$out/gl"
+echo "$features" >"$out/features"
 strip -o "$out/glassbox" target/release/glassbox
 xz -T0 -6 "$out/glassbox"
 # The loader and what it needs, as packages to unpack there (not installed here).
@@ -39,10 +55,12 @@ if [ "$total" -gt "$limit" ]; then
   echo "over the limit: the device call would be refused" >&2
   exit 1
 fi
-cat <<'CALL'
-device call (the run tool):
+sections=""
+[ "$features" = layer-profile ] || sections="GLASSBOX_CHECK_SECTIONS=3 "
+cat <<CALL
+device call (the run tool), for the glassbox built with --features $features:
   carry:     [".device"]
-  command:   bash benches/device_run.sh
+  command:   ${sections}bash benches/device_run.sh
   timeout_s: 560
-It prints every figure of gpu_check.sh and leaves the output in $OUT/gpu_check.txt.
+It prints the figures of gpu_check.sh and leaves its output in \$OUT/gpu_check.txt.
 CALL

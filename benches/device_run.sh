@@ -26,6 +26,7 @@ if [ -z "${VK_DRIVER_FILES:-}" ] && ! ls /usr/share/vulkan/icd.d/nvidia* /etc/vu
   [ -z "$icd" ] || export VK_DRIVER_FILES=$icd
 fi
 echo "vulkan: $(ldconfig -p | grep -c 'libvulkan.so.1 ') loader(s); driver manifest ${VK_DRIVER_FILES:-from the default search path}"
+echo "glassbox built with --features $(cat "$bundle/features" 2>/dev/null || echo '?')"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
 export GLASSBOX_CHECK_BIN=$PWD/$bundle/glassbox
 export GLASSBOX_TWIN=${GLASSBOX_TWIN:-googlenet-tv,googlenet,alexnet-tv,alexnet}

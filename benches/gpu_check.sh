@@ -33,7 +33,9 @@
 #
 # burn's cooperative-matrix (tensor core) convolutions need kernels compiled to SPIR-V, a build of
 # its own: with GLASSBOX_SPIRV_BIN (a glassbox built with `--features spirv,layer-profile`),
-# sections 3 and 4 also run burn's kernels from it in f16, marked "spirv".
+# sections 3 and 4 also run burn's kernels from it in f16, marked "spirv". On a device machine,
+# where a call carries one binary, the spirv build runs the script as GLASSBOX_CHECK_BIN itself
+# (benches/device_bundle.sh --spirv): its "burn" lines are then burn's SPIR-V kernels.
 #
 # Environment: GLASSBOX_CHECK_BIN (the glassbox to run; default target/release/glassbox),
 # GLASSBOX_CHECK_SECTIONS (default "1 2 3 4"; a device check that must be split runs
