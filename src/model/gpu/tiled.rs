@@ -437,31 +437,28 @@ fn conv2d_gemm_kernel<E: Float, N: Size, NX: Size>(
         sync_cube();
 
         if slice < slices {
-            if comptime!(xv > 1) {
-                #[unroll]
-                for r in 0..a_vector_loads {
-                    let v = tid + r * threads;
-                    let at = (v / a_vectors_per_row) * bm + (v % a_vectors_per_row) * xv;
-                    #[unroll]
-                    for j in 0..xv {
-                        a_s[(at + j) as usize] = a_next[(r * xv + j) as usize];
-                    }
-                }
-            } else {
-                #[unroll]
-                for r in 0..a_loads {
-                    a_s[((a_kk0 + r * a_step) * bm + a_mm) as usize] = a_next[r as usize];
-                }
-            }
-            #[unroll]
-            for r in 0..b_loads {
-                let v = tid + r * threads;
-                let at = (v / b_vectors_per_row) * b_row + (v % b_vectors_per_row) * vn;
-                #[unroll]
-                for j in 0..vn {
-                    b_s[(at + j) as usize] = b_next[(r * vn + j) as usize];
-                }
-            }
+            // One value a load is the same walk with groups of one: row `a_kk0 + r·a_step`,
+            // column `a_mm`.
+            stage(
+                &mut a_s,
+                &a_next,
+                tid,
+                threads,
+                a_vector_loads,
+                a_vectors_per_row,
+                bm,
+                xv,
+            );
+            stage(
+                &mut b_s,
+                &b_next,
+                tid,
+                threads,
+                b_loads,
+                b_vectors_per_row,
+                b_row,
+                vn,
+            );
             if comptime!(!pointwise) {
                 if tid < bk {
                     let next = k0 + bk + tid;
@@ -496,6 +493,32 @@ fn conv2d_gemm_kernel<E: Float, N: Size, NX: Size>(
                     out[(base + co * os.c) as usize] = E::cast_from(v);
                 }
             }
+        }
+    }
+}
+
+/// Stores an invocation's `loads` groups of `width` loaded values into a row-major tile of
+/// workgroup memory, `row` values a row and `per_row` groups in each: its group `r` is number
+/// `tid + r·threads` of the tile, so that neighbouring invocations fill neighbouring groups.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn stage(
+    tile: &mut Shared<[f32]>,
+    values: &Array<f32>,
+    tid: u32,
+    #[comptime] threads: u32,
+    #[comptime] loads: u32,
+    #[comptime] per_row: u32,
+    #[comptime] row: u32,
+    #[comptime] width: u32,
+) {
+    #[unroll]
+    for r in 0..loads {
+        let group = tid + r * threads;
+        let at = (group / per_row) * row + (group % per_row) * width;
+        #[unroll]
+        for j in 0..width {
+            tile[(at + j) as usize] = values[(r * width + j) as usize];
         }
     }
 }
