@@ -120,6 +120,12 @@ pub(crate) fn registry_source(models: &[Prepared]) -> Result<String, String> {
         )
         .ok();
     }
+    // One match arm per architecture, each calling `call` on its model.
+    let arms = |s: &mut String, call: &str| {
+        for m in models {
+            writeln!(s, "            Net::{}(m) => m.{call},", variant(&m.ident)).ok();
+        }
+    };
     s.push_str("}\n\nimpl Net {\n    /// The uninitialised network of spec `index` in `SPECS` (weights are loaded after).\n    pub(crate) fn new(index: usize, device: &burn::tensor::Device) -> Option<Self> {\n        match index {\n");
     for (i, m) in models.iter().enumerate() {
         writeln!(
@@ -131,41 +137,13 @@ pub(crate) fn registry_source(models: &[Prepared]) -> Result<String, String> {
         .ok();
     }
     s.push_str("            _ => None,\n        }\n    }\n\n    /// `[N, 3, H, W]` in, `[N, classes]` out (logits or probabilities, as the spec says).\n    pub(crate) fn forward(&self, input: burn::tensor::Tensor<4>) -> burn::tensor::Tensor<2> {\n        match self {\n");
-    for m in models {
-        writeln!(
-            s,
-            "            Net::{v}(m) => m.forward(input),",
-            v = variant(&m.ident)
-        )
-        .ok();
-    }
+    arms(&mut s, "forward(input)");
     s.push_str("        }\n    }\n\n    /// As `forward`, for variants that each change one rectangle of the input (`crate::model::incremental`).\n    pub(crate) fn forward_incremental(&self, inc: &crate::model::incremental::Incremental, input: crate::model::incremental::Crops<4>) -> burn::tensor::Tensor<2> {\n        match self {\n");
-    for m in models {
-        writeln!(
-            s,
-            "            Net::{v}(m) => m.forward_incremental(inc, input),",
-            v = variant(&m.ident)
-        )
-        .ok();
-    }
+    arms(&mut s, "forward_incremental(inc, input)");
     s.push_str("        }\n    }\n\n    /// Loads burnpack weights into the network, failing on any missing or mismatched tensor.\n    pub(crate) fn load(&mut self, store: &mut burn::store::BurnpackStore) -> Result<(), String> {\n        use burn::store::ModuleSnapshot;\n        let result = match self {\n");
-    for m in models {
-        writeln!(
-            s,
-            "            Net::{v}(m) => m.load_from(store),",
-            v = variant(&m.ident)
-        )
-        .ok();
-    }
+    arms(&mut s, "load_from(store)");
     s.push_str("        };\n        result.map(|_| ()).map_err(|e| e.to_string())\n    }\n\n    /// Writes the network's parameters, as they are, into `store`.\n    pub(crate) fn save(&self, store: &mut burn::store::BurnpackStore) -> Result<(), String> {\n        use burn::store::ModuleSnapshot;\n        let result = match self {\n");
-    for m in models {
-        writeln!(
-            s,
-            "            Net::{v}(m) => m.save_into(store),",
-            v = variant(&m.ident)
-        )
-        .ok();
-    }
+    arms(&mut s, "save_into(store)");
     s.push_str("        };\n        result.map_err(|e| e.to_string())\n    }\n}\n");
     Ok(s)
 }
